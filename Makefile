@@ -1,0 +1,127 @@
+# segkit Makefile.
+#   make            build bin/segprep, bin/segtrain, bin/segeval, bin/synthct
+#   make demo       install missing packages, build, run the phantom demo end to end
+#   make test       install missing packages, build, run every test (prints "N passed, N failed")
+#   make check      the quick unit tests only
+#   make test-asan  the test suite under AddressSanitizer + UBSan (build in build-asan/)
+#   make bench      benchmarks, JSON on stdout
+#   make fuzz       libFuzzer targets for a fixed budget (clang)
+# Options:
+#   GPU=0|1         force the CUDA backend off/on (default: on when nvcc and cudnn.h are found)
+#   CUDA_HOME=dir   CUDA toolkit location (default /usr/local/cuda)
+#   OPT=...         optimisation flags (default -O2 -march=native)
+#   SAN=1           sanitizer build (used by test-asan)
+
+CC       ?= cc
+OPT      ?= -O2 -march=native
+BUILD    ?= build
+BIN      ?= bin
+CUDA_HOME ?= /usr/local/cuda
+VERSION  := 0.1.0
+
+CPPFLAGS += -Icommon -Icommon/nn -Iprep -Itrain -Ieval -Itools \
+            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DSEG_VERSION='"$(VERSION)"'
+CFLAGS   += -std=c11 -g $(OPT) -Wall -Wextra -Wno-unused-parameter -pthread -fno-strict-aliasing
+LDFLAGS  += -pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread
+LDLIBS   += -llmdb -lzstd -lz -lopenblas -lcjson -lpng -lm
+
+ifeq ($(SAN),1)
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---- optional CUDA backend --------------------------------------------------
+HAVE_NVCC  := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)
+HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h && echo 1 || echo 0)
+ifeq ($(HAVE_NVCC)$(HAVE_CUDNN),11)
+  GPU ?= 1
+else
+  GPU ?= 0
+endif
+CU_SRC := $(wildcard common/nn/*.cu)
+ifeq ($(GPU),1)
+  ifneq ($(SAN),1)
+    NVCC      := $(CUDA_HOME)/bin/nvcc
+    NVCCFLAGS ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC
+    CPPFLAGS  += -DSEG_HAVE_CUDA -I$(CUDA_HOME)/include
+    CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+    CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
+    LDFLAGS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR)
+    LDLIBS    += -lcudnn -lcublas -lcudart -lstdc++
+  endif
+endif
+$(info $(if $(filter 1,$(GPU)),[segkit] CUDA backend: on ($(CUDA_HOME)),[segkit] CUDA backend: off (CPU/OpenBLAS only; GPU=1 to force)))
+
+# ---- sources -----------------------------------------------------------------
+MAINS     := prep/segprep.c train/segtrain.c eval/segeval.c tools/synthct.c
+LIB_SRC   := $(filter-out $(MAINS),$(wildcard common/*.c common/nn/*.c prep/*.c train/*.c eval/*.c tools/*.c))
+LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(CU_OBJS)
+LIB       := $(BUILD)/libsegkit.a
+PROGS     := $(patsubst %.c,$(BIN)/%,$(notdir $(wildcard $(MAINS))))
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC := $(wildcard tests/bench_*.c)
+BENCH_BINS:= $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
+
+.PHONY: all deps deps-test demo test check test-asan bench fuzz clean
+all: $(PROGS) $(TEST_BINS) $(BENCH_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -Itools,$(CPPFLAGS)) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/prep/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+$(BIN)/%: $(BUILD)/train/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+$(BIN)/%: $(BUILD)/eval/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+$(BIN)/%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+deps:
+	@tools/install_deps.sh
+deps-test:
+	@tools/install_deps.sh test
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh
+
+check: deps-test
+	@$(MAKE) --no-print-directory all
+	@tests/run_tests.sh --quick
+
+test: deps-test
+	@$(MAKE) --no-print-directory all
+	@tests/run_tests.sh
+
+test-asan: deps-test
+	@$(MAKE) --no-print-directory all SAN=1 GPU=0 BUILD=build-asan BIN=bin-asan
+	@SEGKIT_BIN=bin-asan SEGKIT_BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run_tests.sh
+
+bench: deps-test
+	@$(MAKE) --no-print-directory all
+	@tests/run_bench.sh
+
+fuzz: deps-test
+	@tests/fuzz/run_fuzz.sh
+
+clean:
+	rm -rf build build-asan bin bin-asan
+
+-include $(LIB_OBJS:.o=.d) $(TEST_BINS:=.d)

@@ -1,0 +1,89 @@
+/* common/cache.h : the segprep slice cache: an LMDB environment (data.mdb) in CACHE_DIR
+ * holding, per axial slice, a zstd-compressed int16 image and the bit-packed masks of the
+ * non-empty channels, plus per-subject geometry and the cache metadata. The on-disk format
+ * is documented in docs/cache_format.md. Readers map the file read-only and may run while
+ * segprep appends; every subject is committed in one transaction. */
+#ifndef SEG_CACHE_H
+#define SEG_CACHE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "labels.h"
+
+#define CACHE_FORMAT_VERSION 1
+#define CACHE_ID_MAX 128
+
+enum { CACHE_SPLIT_TRAIN = 0, CACHE_SPLIT_VAL = 1, CACHE_SPLIT_TEST = 2 };
+/* "train" / "val" / "test"; cache_split_parse returns -1 for anything else
+ * (accepts "validation" for val). */
+const char *cache_split_name(int split);
+int         cache_split_parse(const char *s);
+
+/* Per-subject geometry. Cached voxel (c, r, k): column c, row r of slice k. */
+typedef struct CacheSubject {
+    char     id[CACHE_ID_MAX];   /* folder name, e.g. "s0000" */
+    int      split;              /* CACHE_SPLIT_* */
+    uint32_t index;              /* key prefix of its slices */
+    int      n_slices;           /* Z (inferior -> superior) */
+    int64_t  dim[3];             /* original voxel dims of ct.nii.gz */
+    double   spacing[3];         /* original pixdim (mm) */
+    double   affine[4][4];       /* original voxel -> world (RAS mm) */
+    int      perm[3], flip[3];   /* canonical axis a = original axis perm[a], reversed if flip[a] */
+    int64_t  canon_dim[3];       /* ni, nj, nk after closest-canonical reorientation */
+    double   canon_affine[4][4]; /* canonical voxel -> world (nibabel as_closest_canonical) */
+    double   res_spacing[3];     /* mm per cached column, row, slice */
+    double   res_affine[4][4];   /* cached voxel (c, r, k) -> world; axes point L, P, S */
+    int64_t  n_voxels_set;       /* mask voxels set over all channels, after resampling */
+} CacheSubject;
+
+typedef struct CacheReader CacheReader;
+typedef struct CacheCursor CacheCursor;
+
+/* Open CACHE_DIR read-only (memory-mapped). SEG_EIO if missing, SEG_EFORMAT on a bad
+ * magic or version, SEG_EDB from LMDB. Caller closes. */
+int  cache_open(const char *dir, CacheReader **out);
+void cache_close(CacheReader *r);                        /* NULL-safe */
+/* Re-read the subject list (sees subjects committed since open). */
+int  cache_refresh(CacheReader *r);
+
+int              cache_size(const CacheReader *r);       /* slice side (H = W) */
+int              cache_n_channels(const CacheReader *r); /* C */
+const LabelList *cache_labels(const CacheReader *r);     /* channel names, owned by r */
+int              cache_n_subjects(const CacheReader *r); /* complete subjects, sorted by id */
+const CacheSubject *cache_subject(const CacheReader *r, int i);
+/* Index of a subject by id, or -1. */
+int              cache_find_subject(const CacheReader *r, const char *id);
+/* Bytes of one packed plane (size*size/8) and of the presence bitmap ((C+7)/8). */
+size_t cache_plane_bytes(const CacheReader *r);
+size_t cache_presence_bytes(const CacheReader *r);
+
+/* A read handle for one thread (its own LMDB read transaction and zstd context). */
+int  cache_cursor_open(CacheReader *r, CacheCursor **out);
+void cache_cursor_close(CacheCursor *c);                 /* NULL-safe */
+/* Decode slice z of subject s. img: size*size int16 HU (may be NULL). bits: C planes of
+ * cache_plane_bytes each (may be NULL); planes of absent channels are zeroed only when
+ * zero_absent, else left as they were. presence: cache_presence_bytes (may be NULL).
+ * Verifies the record checksum: SEG_EFORMAT naming subject and slice on mismatch. */
+int  cache_read_slice(CacheCursor *c, const CacheSubject *s, int z, int16_t *img,
+                      uint8_t *bits, uint8_t *presence, int zero_absent);
+/* Presence bitmap only, without decompressing. */
+int  cache_read_presence(CacheCursor *c, const CacheSubject *s, int z, uint8_t *presence);
+
+/* ---- writer (segprep) ---- */
+typedef struct CacheWriter CacheWriter;
+/* Open or create CACHE_DIR for appending. A new cache takes size and labels; an existing
+ * one must match them (SEG_EMISMATCH otherwise). */
+int  cache_writer_open(const char *dir, int size, const LabelList *labels, CacheWriter **out);
+void cache_writer_close(CacheWriter *w);                 /* NULL-safe */
+/* 1 if subject id is already complete in the cache. */
+int  cache_writer_has(CacheWriter *w, const char *id);
+/* One encoded slice, as produced by cache_encode_slice (owned by the caller). */
+typedef struct CacheRecord { void *data; size_t size; int64_t n_set; } CacheRecord;
+/* Encode one slice (img size*size; bits C planes; presence) into rec->data (malloc'd).
+ * zctx: a ZSTD_CCtx* owned by the calling thread. */
+int  cache_encode_slice(void *zctx, int level, int size, int n_channels, const int16_t *img,
+                        const uint8_t *bits, const uint8_t *presence, CacheRecord *rec);
+/* Commit a whole subject (geometry + its n_slices records) in one transaction; replaces
+ * an existing subject of the same id. Grows the map as needed. */
+int  cache_writer_put_subject(CacheWriter *w, CacheSubject *s, const CacheRecord *recs);
+
+#endif

@@ -1,0 +1,57 @@
+/* common/nii.h : read and write NIfTI-1 / NIfTI-2 volumes (.nii and .nii.gz, zlib).
+ * No reorientation or resampling here (see orient.h, resample.h). */
+#ifndef SEG_NII_H
+#define SEG_NII_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* NIfTI datatype codes we read and write. */
+enum { NII_UINT8 = 2, NII_INT16 = 4, NII_INT32 = 8, NII_FLOAT32 = 16, NII_FLOAT64 = 64,
+       NII_INT8 = 256, NII_UINT16 = 512, NII_UINT32 = 768 };
+
+/* Default limit on voxels in one volume (2^31); see nii_set_max_voxels. */
+#define NII_DEFAULT_MAX_VOXELS ((int64_t)1 << 31)
+
+typedef struct NiiVolume {
+    int64_t dim[3];        /* nx, ny, nz; a 2D file has nz = 1; dims 4..7 must be 1 */
+    double  pixdim[3];     /* voxel size in mm (absolute values) */
+    double  affine[4][4];  /* voxel (i,j,k,1) -> world RAS+ mm: sform if sform_code > 0,
+                              else qform if qform_code > 0, else diag(pixdim) */
+    int     sform_code, qform_code;
+    int     datatype;      /* NII_* code; data is in host byte order */
+    int     bytes_per_voxel;
+    double  slope, inter;  /* scaling actually applied by nii_value: slope 1, inter 0 when
+                              the file has scl_slope == 0 or non-finite */
+    int     version;       /* 1 or 2, as read; nii_write writes version 1 */
+    void   *data;          /* nx*ny*nz voxels, x fastest; owned; NULL after nii_read_header */
+} NiiVolume;
+
+/* Read a whole volume. *out is owned by the caller (nii_free). Errors name the path:
+ * SEG_EIO (missing, truncated, bad gzip), SEG_EFORMAT (not NIfTI, bad dims, unknown datatype),
+ * SEG_ENOMEM (over the voxel limit or allocation failure, checked before allocating). */
+int  nii_read(const char *path, NiiVolume **out);
+/* Same, header and geometry only (data stays NULL). */
+int  nii_read_header(const char *path, NiiVolume **out);
+/* Parse a volume from an in-memory file image (plain or gzip), for fuzzing and tests;
+ * name is used in messages. */
+int  nii_read_mem(const void *buf, size_t n, const char *name, int header_only, NiiVolume **out);
+void nii_free(NiiVolume *v);   /* NULL-safe */
+
+/* Voxel idx (x fastest) as a scaled double: raw * slope + inter. */
+double nii_value(const NiiVolume *v, size_t idx);
+/* Number of voxels nx*ny*nz. */
+size_t nii_nvox(const NiiVolume *v);
+
+/* Allocate a zero-filled volume of the given dims/datatype with slope 1, inter 0,
+ * sform = qform = affine (codes 1) and pixdim from the affine's column norms. */
+int  nii_create(const int64_t dim[3], int datatype, const double affine[4][4], NiiVolume **out);
+/* Write v as NIfTI-1 (little endian, vox_offset 352, sform and qform from v->affine,
+ * scl_slope/scl_inter from v->slope/inter); gzip when path ends in ".gz" (level 1..9,
+ * 0 = default 6). Written to a temp file and renamed, so a reader never sees half a file. */
+int  nii_write(const char *path, const NiiVolume *v, int gzip_level);
+
+/* Limit checked against every header before any allocation; overridable by the
+ * SEGKIT_MAX_VOXELS environment variable. Returns the previous value. */
+int64_t nii_set_max_voxels(int64_t n);
+
+#endif

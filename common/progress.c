@@ -1,0 +1,69 @@
+/* common/progress.c : TTY bar or plain log lines. */
+#define _POSIX_C_SOURCE 200809L
+#include "progress.h"
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+double progress_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void progress_start(Progress *p, const char *label, const char *unit, int64_t total, int enabled, int tty)
+{
+    p->label = label; p->unit = unit; p->total = total; p->done = 0;
+    p->t_start = p->t_last_draw = progress_now();
+    p->tty = tty < 0 ? isatty(fileno(stderr)) : tty;
+    p->enabled = enabled; p->drawn = 0;
+}
+
+static void fmt_time(char *buf, size_t n, double s)
+{
+    if (s < 0 || s > 1e7) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else snprintf(buf, n, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void draw(Progress *p, const char *extra, int final)
+{
+    double now = progress_now(), el = now - p->t_start;
+    double rate = el > 0 ? (double)p->done / el : 0;
+    char eta[32], elapsed[32];
+    fmt_time(elapsed, sizeof elapsed, el);
+    fmt_time(eta, sizeof eta, (p->total > 0 && rate > 0) ? (double)(p->total - p->done) / rate : -1);
+    if (p->tty) {
+        char bar[31];
+        int w = 30, fill = p->total > 0 ? (int)(w * (double)p->done / (double)p->total) : 0;
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        fprintf(stderr, "\r\033[K%s [%s] %lld/%lld %s  %.2f %s/s  %s  ETA %s%s%s",
+                p->label, bar, (long long)p->done, (long long)p->total, p->unit, rate, p->unit,
+                elapsed, final ? "00:00" : eta, extra ? "  " : "", extra ? extra : "");
+        if (final) fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "%s: %lld/%lld %s, %.2f %s/s, elapsed %s, ETA %s%s%s\n",
+                p->label, (long long)p->done, (long long)p->total, p->unit, rate, p->unit,
+                elapsed, final ? "00:00" : eta, extra ? ", " : "", extra ? extra : "");
+    }
+    fflush(stderr);
+    p->t_last_draw = now;
+    p->drawn = 1;
+}
+
+void progress_update(Progress *p, int64_t done, const char *extra)
+{
+    p->done = done;
+    if (!p->enabled) return;
+    double gap = p->tty ? 0.1 : 5.0;
+    if (progress_now() - p->t_last_draw >= gap || (!p->drawn && !p->tty)) draw(p, extra, 0);
+}
+
+void progress_finish(Progress *p, const char *extra)
+{
+    if (!p->enabled) return;
+    draw(p, extra, 1);
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run every test: C unit tests (build/tests/test_*), then shell and Python tests
+# (tests/test_*.sh, tests/test_*.py). Each test is one pass or fail by exit code
+# (77 = skipped). --quick runs only the C unit tests. Ends with "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+export SEGKIT_BIN="${SEGKIT_BIN:-bin}" SEGKIT_BUILD="${SEGKIT_BUILD:-build}"
+export SEGKIT_SHARED="${SEGKIT_SHARED:-../shared}"
+export PYTHON="${PYTHON:-/usr/bin/python3}"
+quick=0; [ "${1:-}" = --quick ] && quick=1
+pass=0; fail=0; skip=0; failed=()
+logdir="$SEGKIT_BUILD/test-logs"; mkdir -p "$logdir"
+
+run_one() {   # name, command...
+    local name="$1"; shift
+    local t0=$(date +%s.%N)
+    "$@" >"$logdir/$name.log" 2>&1
+    local rc=$?
+    local dt=$(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+    if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "PASS $name (${dt}s)"
+    elif [ $rc -eq 77 ]; then skip=$((skip+1)); echo "SKIP $name: $(tail -1 "$logdir/$name.log")"
+    else fail=$((fail+1)); failed+=("$name"); echo "FAIL $name (exit $rc, ${dt}s), last lines of $logdir/$name.log:"
+         tail -20 "$logdir/$name.log" | sed 's/^/    /'; fi
+}
+
+for t in "$SEGKIT_BUILD"/tests/test_*; do
+    [ -x "$t" ] && [ -f "$t" ] && case "$t" in *.o|*.d) continue;; esac
+    [ -x "$t" ] || continue
+    run_one "$(basename "$t")" "$t"
+done
+if [ $quick -eq 0 ]; then
+    for t in tests/test_*.sh; do [ -f "$t" ] && run_one "$(basename "$t")" bash "$t"; done
+    for t in tests/test_*.py; do [ -f "$t" ] && run_one "$(basename "$t")" "$PYTHON" "$t"; done
+fi
+[ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
