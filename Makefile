@@ -20,8 +20,8 @@ CUDA_HOME ?= /usr/local/cuda
 VERSION  := 0.1.0
 
 CPPFLAGS += -Icommon -Icommon/nn -Iprep -Itrain -Ieval -Itools \
-            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DSEG_VERSION='"$(VERSION)"'
-CFLAGS   += -std=c11 -g $(OPT) -Wall -Wextra -Wno-unused-parameter -pthread -fno-strict-aliasing
+            -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_GNU_SOURCE -DSEG_VERSION='"$(VERSION)"'
+CFLAGS   += -std=c11 -g $(OPT) -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -pthread -fno-strict-aliasing
 LDFLAGS  += -pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread
 LDLIBS   += -llmdb -lzstd -lz -lopenblas -lcjson -lpng -lm
 

@@ -68,6 +68,21 @@ int  cache_read_slice(CacheCursor *c, const CacheSubject *s, int z, int16_t *img
 /* Presence bitmap only, without decompressing. */
 int  cache_read_presence(CacheCursor *c, const CacheSubject *s, int z, uint8_t *presence);
 
+/* Stored size, present-channel count and set-voxel count of one record (no decompression). */
+int  cache_slice_info(CacheCursor *c, const CacheSubject *s, int z, size_t *bytes, int *n_present, int64_t *n_set);
+/* Total bytes of the LMDB data file. */
+int64_t cache_file_bytes(const CacheReader *r);
+
+/* ---- record format (common/cache_record.c) ---- */
+/* Check a record's header, sizes and checksum; fills the counts. what names it in errors. */
+int  cache_record_check(const void *rec, size_t n, int size, int n_channels, const char *what,
+                        int *n_present, int64_t *n_set);
+/* Copy the presence bitmap after checking the header and sizes (no checksum, no decompression). */
+int  cache_record_presence(const void *rec, size_t n, int size, int n_channels, const char *what, uint8_t *presence);
+/* Decode a checked record (see cache_read_slice for img/bits/presence/zero_absent). */
+int  cache_record_decode(void *dctx, const void *rec, size_t n, int size, int n_channels, const char *what,
+                         int16_t *img, uint8_t *bits, uint8_t *presence, int zero_absent);
+
 /* ---- writer (segprep) ---- */
 typedef struct CacheWriter CacheWriter;
 /* Open or create CACHE_DIR for appending. A new cache takes size and labels; an existing
@@ -78,10 +93,11 @@ void cache_writer_close(CacheWriter *w);                 /* NULL-safe */
 int  cache_writer_has(CacheWriter *w, const char *id);
 /* One encoded slice, as produced by cache_encode_slice (owned by the caller). */
 typedef struct CacheRecord { void *data; size_t size; int64_t n_set; } CacheRecord;
-/* Encode one slice (img size*size; bits C planes; presence) into rec->data (malloc'd).
- * zctx: a ZSTD_CCtx* owned by the calling thread. */
+/* Encode one slice into rec->data (malloc'd): img is size*size int16 HU; planes[c] is the
+ * packed bit plane of channel c or NULL when empty (an all-zero plane counts as absent).
+ * zctx: a ZSTD_CCtx* owned by the calling thread; level: zstd level. */
 int  cache_encode_slice(void *zctx, int level, int size, int n_channels, const int16_t *img,
-                        const uint8_t *bits, const uint8_t *presence, CacheRecord *rec);
+                        const uint8_t *const *planes, CacheRecord *rec);
 /* Commit a whole subject (geometry + its n_slices records) in one transaction; replaces
  * an existing subject of the same id. Grows the map as needed. */
 int  cache_writer_put_subject(CacheWriter *w, CacheSubject *s, const CacheRecord *recs);

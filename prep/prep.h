@@ -1,0 +1,54 @@
+/* prep/prep.h : segprep's work: turn a TotalSegmentator-layout dataset into a slice cache
+ * (prep_run), one subject at a time (prep_subject), plus the cache tools behind
+ * `segprep stat|verify|export` (prep_tools.c). */
+#ifndef SEG_PREP_H
+#define SEG_PREP_H
+#include <stdint.h>
+#include <stdio.h>
+#include "cache.h"
+#include "labels.h"
+
+typedef struct PrepOptions {
+    int         size;          /* slice side (256) */
+    const char *labels_file;   /* NULL: TotalSegmentator order or sorted names of the first subject */
+    const char *split_file;    /* NULL: DATASET/meta.csv if present, else hash split */
+    int         threads;       /* worker threads (>= 1) */
+    int         limit;         /* process at most this many subjects (0: all) */
+    int         force;         /* redo subjects already in the cache */
+    int         strict;        /* stop at the first failed subject */
+    int         verbosity;     /* 0 silent .. 4 debug */
+    int         zstd_level;    /* record compression level */
+    int         progress_tty;  /* -1 auto, 0 plain lines, 1 bar */
+} PrepOptions;
+
+typedef struct PrepStats {
+    int     n_subjects, n_done, n_skipped, n_failed;
+    int64_t n_slices;
+    int64_t bytes_in;          /* .nii(.gz) bytes read */
+    int64_t bytes_out;         /* record bytes written */
+    double  seconds;
+} PrepStats;
+
+/* Per-subject work buffers and threads; one per prep_run. */
+typedef struct PrepSubjectCtx PrepSubjectCtx;
+
+void prep_default_options(PrepOptions *o);
+/* Run over a dataset. Failed subjects are reported on stderr and counted; the return is
+ * SEG_OK unless something outside a subject failed (cache, labels, split file). */
+int  prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st);
+
+/* Process one subject folder into n_slices encoded records (caller frees each .data and
+ * the array) and its geometry. mask_paths[c] is the file of channel c. */
+int  prep_subject(PrepSubjectCtx *ctx, const char *ct_path, char *const *mask_paths, int n_channels,
+                  int size, CacheSubject *geo, CacheRecord **recs, int64_t *bytes_in);
+int  prep_subject_ctx_create(int threads, int zstd_level, PrepSubjectCtx **out);
+void prep_subject_ctx_free(PrepSubjectCtx *ctx);
+
+/* segprep stat: JSON summary of the cache on out. */
+int  prep_stat(const char *cache_dir, FILE *out);
+/* segprep verify: re-read and decode every record; prints a summary; SEG_EFORMAT if any is bad. */
+int  prep_verify(const char *cache_dir, int threads, int verbosity);
+/* segprep export: subject's cached slices back to OUT_DIR/ct.nii.gz + segmentations/. */
+int  prep_export(const char *cache_dir, const char *subject, const char *out_dir, int verbosity);
+
+#endif

@@ -1,0 +1,231 @@
+/* prep/prep_run.c : the dataset loop: find subjects, fix the label order and the split,
+ * skip complete subjects, process the rest, commit each in its own transaction, and
+ * report failures at the end. */
+#include "prep.h"
+#include "err.h"
+#include "fsutil.h"
+#include "progress.h"
+#include "split.h"
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void prep_default_options(PrepOptions *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = 256;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = n > 0 ? (int)n : 1;
+    o->verbosity = 2;
+    o->zstd_level = 3;
+    o->progress_tty = -1;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+typedef struct StrList { char **v; int n, cap; } StrList;
+
+static int strlist_push(StrList *l, const char *s)
+{
+    if (l->n == l->cap) {
+        char **t = realloc(l->v, sizeof(char *) * (size_t)(l->cap = l->cap ? 2 * l->cap : 64));
+        if (!t) return seg_err(SEG_ENOMEM, "list");
+        l->v = t;
+    }
+    if (!(l->v[l->n] = strdup(s))) return seg_err(SEG_ENOMEM, "list");
+    l->n++;
+    return SEG_OK;
+}
+
+static void strlist_free(StrList *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* ct.nii.gz, or ct.nii; 0 if neither. */
+static int find_nifti(char *out, size_t cap, const char *dir, const char *stem)
+{
+    snprintf(out, cap, "%s/%s.nii.gz", dir, stem);
+    if (fs_is_file(out)) return 1;
+    snprintf(out, cap, "%s/%s.nii", dir, stem);
+    return fs_is_file(out);
+}
+
+/* Subject folders (those with a ct.nii[.gz]), sorted. */
+static int list_subjects(const char *dataset, StrList *out)
+{
+    DIR *d = opendir(dataset);
+    if (!d) return seg_err(SEG_EIO, "%s: cannot open dataset directory", dataset);
+    struct dirent *e;
+    char path[4200], f[4300];
+    int rc = SEG_OK;
+    while (rc == SEG_OK && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if (strlen(e->d_name) >= CACHE_ID_MAX) continue;
+        snprintf(path, sizeof path, "%s/%s", dataset, e->d_name);
+        if (fs_is_dir(path) && find_nifti(f, sizeof f, path, "ct")) rc = strlist_push(out, e->d_name);
+    }
+    closedir(d);
+    if (rc == SEG_OK && out->n == 0)
+        rc = seg_err(SEG_EIO, "%s: no subjects found (expected folders like s0000/ with ct.nii.gz)", dataset);
+    if (out->n) qsort(out->v, (size_t)out->n, sizeof(char *), cmp_str);
+    return rc;
+}
+
+/* Structure names in a segmentations/ folder, sorted. */
+static int list_masks(const char *subject_dir, StrList *out)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/segmentations", subject_dir);
+    DIR *d = opendir(path);
+    if (!d) return seg_err(SEG_EIO, "%s: cannot open segmentations folder", path);
+    struct dirent *e;
+    int rc = SEG_OK;
+    while (rc == SEG_OK && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        char name[512];
+        if (n > 7 && n < sizeof name && !strcmp(e->d_name + n - 7, ".nii.gz")) { memcpy(name, e->d_name, n - 7); name[n - 7] = 0; }
+        else if (n > 4 && n < sizeof name && !strcmp(e->d_name + n - 4, ".nii")) { memcpy(name, e->d_name, n - 4); name[n - 4] = 0; }
+        else continue;
+        rc = strlist_push(out, name);
+    }
+    closedir(d);
+    if (out->n) qsort(out->v, (size_t)out->n, sizeof(char *), cmp_str);
+    return rc;
+}
+
+static int choose_labels(const char *dataset, const char *first, const PrepOptions *o, LabelList *labels)
+{
+    if (o->labels_file) return labels_read_file(o->labels_file, labels);
+    char dir[4200];
+    StrList names = { 0 };
+    snprintf(dir, sizeof dir, "%s/%s", dataset, first);
+    int rc = list_masks(dir, &names);
+    if (rc == SEG_OK && names.n == 0) rc = seg_err(SEG_EFORMAT, "%s/segmentations: no masks to define the labels", dir);
+    if (rc == SEG_OK) {
+        if (labels_is_ts_total((const char *const *)names.v, names.n))
+            rc = labels_from_names(labels_ts_total, LABELS_TS_TOTAL_N, labels);
+        else
+            rc = labels_from_names((const char *const *)names.v, names.n, labels);
+    }
+    strlist_free(&names);
+    return rc;
+}
+
+typedef struct Failure { char id[CACHE_ID_MAX]; char msg[600]; } Failure;
+
+int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st)
+{
+    StrList subs = { 0 };
+    LabelList labels = { 0 };
+    SplitTable split = { 0 };
+    CacheWriter *w = NULL;
+    PrepSubjectCtx *ctx = NULL;
+    Failure *fails = NULL;
+    char **mask_paths = NULL;
+    int have_split = 0, rc;
+    memset(st, 0, sizeof *st);
+    double t0 = progress_now();
+
+    if ((rc = list_subjects(dataset, &subs)) < 0) goto out;
+    if ((rc = choose_labels(dataset, subs.v[0], o, &labels)) < 0) goto out;
+    char split_path[4200];
+    if (o->split_file) snprintf(split_path, sizeof split_path, "%s", o->split_file);
+    else snprintf(split_path, sizeof split_path, "%s/meta.csv", dataset);
+    if (o->split_file || fs_is_file(split_path)) {
+        if ((rc = split_read_csv(split_path, &split)) < 0) goto out;
+        have_split = 1;
+    }
+    if ((rc = cache_writer_open(cache_dir, o->size, &labels, &w)) < 0) goto out;
+    char lm[4200];
+    snprintf(lm, sizeof lm, "%s/label_map.json", cache_dir);
+    if ((rc = labels_write_json(lm, &labels)) < 0) goto out;
+    if ((rc = prep_subject_ctx_create(o->threads, o->zstd_level, &ctx)) < 0) goto out;
+    mask_paths = calloc((size_t)labels.n, sizeof(char *));
+    fails = calloc((size_t)subs.n, sizeof(Failure));
+    if (!mask_paths || !fails) { rc = seg_err(SEG_ENOMEM, "subject lists"); goto out; }
+    for (int c = 0; c < labels.n; c++)
+        if (!(mask_paths[c] = malloc(4300))) { rc = seg_err(SEG_ENOMEM, "paths"); goto out; }
+
+    int n = o->limit > 0 && o->limit < subs.n ? o->limit : subs.n, warned_split = 0;
+    st->n_subjects = n;
+    if (o->verbosity >= 3)
+        fprintf(stderr, "segprep: %d subjects, %d structures, %dx%d slices, %d threads, cache %s\n", n, labels.n,
+                o->size, o->size, o->threads, cache_dir);
+    Progress pr;
+    progress_start(&pr, "segprep", "subjects", n, o->verbosity >= 2, o->progress_tty);
+    for (int i = 0; i < n; i++) {
+        const char *id = subs.v[i];
+        char extra[96];
+        snprintf(extra, sizeof extra, "%lld slices, %d failed", (long long)st->n_slices, st->n_failed);
+        progress_update(&pr, i, extra);
+        if (!o->force && cache_writer_has(w, id)) { st->n_skipped++; continue; }
+        char sdir[4200], ct[4300];
+        snprintf(sdir, sizeof sdir, "%s/%s", dataset, id);
+        find_nifti(ct, sizeof ct, sdir, "ct");
+        int srt = SEG_OK;
+        for (int c = 0; c < labels.n && srt == SEG_OK; c++) {
+            char d2[4250];
+            snprintf(d2, sizeof d2, "%s/segmentations", sdir);
+            if (!find_nifti(mask_paths[c], 4300, d2, labels.names[c]))
+                srt = seg_err(SEG_EIO, "%s/%s.nii.gz: missing mask", d2, labels.names[c]);
+        }
+        CacheSubject geo;
+        CacheRecord *recs = NULL;
+        int64_t bin = 0;
+        if (srt == SEG_OK) srt = prep_subject(ctx, ct, mask_paths, labels.n, o->size, &geo, &recs, &bin);
+        if (srt == SEG_OK) {
+            snprintf(geo.id, sizeof geo.id, "%s", id);
+            int sp = have_split ? split_lookup(&split, id) : -1;
+            if (sp < 0) {
+                if (have_split && !warned_split++ && o->verbosity >= 2)
+                    fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
+                sp = split_hash(id);
+            }
+            geo.split = sp;
+            srt = cache_writer_put_subject(w, &geo, recs);
+            if (srt == SEG_OK) {
+                st->n_done++;
+                st->n_slices += geo.n_slices;
+                st->bytes_in += bin;
+                for (int z = 0; z < geo.n_slices; z++) st->bytes_out += (int64_t)recs[z].size;
+            }
+            for (int z = 0; z < geo.n_slices; z++) free(recs[z].data);
+            free(recs);
+        }
+        if (srt < 0) {
+            Failure *f = &fails[st->n_failed++];
+            snprintf(f->id, sizeof f->id, "%s", id);
+            snprintf(f->msg, sizeof f->msg, "%s", seg_errmsg());
+            if (o->verbosity >= 1) {
+                if (pr.tty && pr.drawn) fputc('\n', stderr);
+                fprintf(stderr, "segprep: subject %s failed: %s\n", id, f->msg);
+            }
+            if (o->strict) break;
+            if (srt == SEG_EIO && strstr(f->msg, "writing subject")) { rc = srt; break; }   /* disk full: stop */
+        }
+    }
+    st->seconds = progress_now() - t0;
+    char extra[128];
+    snprintf(extra, sizeof extra, "%lld slices, %d done, %d skipped, %d failed", (long long)st->n_slices, st->n_done,
+             st->n_skipped, st->n_failed);
+    progress_finish(&pr, extra);
+    if (st->n_failed && o->verbosity >= 1) {
+        fprintf(stderr, "segprep: %d subject(s) failed and are not in the cache:\n", st->n_failed);
+        for (int i = 0; i < st->n_failed; i++) fprintf(stderr, "  %s: %s\n", fails[i].id, fails[i].msg);
+    }
+out:
+    if (mask_paths)
+        for (int c = 0; c < labels.n; c++) free(mask_paths[c]);
+    free(mask_paths);
+    free(fails);
+    prep_subject_ctx_free(ctx);
+    cache_writer_close(w);
+    split_free(&split);
+    labels_free(&labels);
+    strlist_free(&subs);
+    return rc;
+}

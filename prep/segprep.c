@@ -1,0 +1,131 @@
+/* prep/segprep.c : the segprep command line. */
+#include "prep.h"
+#include "err.h"
+#include "nii.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"segprep " SEG_VERSION " : build the slice cache segtrain and segeval read.\n"
+"\n"
+"usage:\n"
+"  segprep [options] DATASET_DIR CACHE_DIR    decode, reorient, resample, pack, store\n"
+"  segprep stat CACHE_DIR                     JSON summary on stdout\n"
+"  segprep verify CACHE_DIR                   re-read every record and check its checksum\n"
+"  segprep export CACHE_DIR SUBJECT OUT_DIR   cached slices back to NIfTI (ct.nii.gz + segmentations/)\n"
+"\n"
+"DATASET_DIR holds one folder per subject (s0000/ ...) with ct.nii.gz and\n"
+"segmentations/<structure>.nii.gz (TotalSegmentator v2 layout), optionally meta.csv\n"
+"(';'-separated, columns image_id and split = train|val|test).\n"
+"\n"
+"options:\n"
+"  --size N        slice side after resampling (default 256; a multiple of 8)\n"
+"  --labels FILE   channel order: label_map.json, a JSON array or one name per line\n"
+"                  (default: TotalSegmentator's v2 order when the masks are its 117\n"
+"                  structures, else the sorted mask names of the first subject)\n"
+"  --split FILE    meta.csv giving each subject's split (default DATASET_DIR/meta.csv,\n"
+"                  else a deterministic 80/10/10 split by a hash of the subject id)\n"
+"  --threads N     worker threads (default: all cores)\n"
+"  --limit N       process only the first N subjects\n"
+"  --level N       zstd level of the records (default 3)\n"
+"  --force         redo subjects that are already in the cache\n"
+"  --strict        stop at the first subject that fails\n"
+"  --max-voxels N  refuse volumes with more voxels (default 2^31; env SEGKIT_MAX_VOXELS)\n"
+"  --progress      force the progress bar; --no-progress for plain lines\n"
+"  -q, -v          quieter / more verbose\n"
+"  -h, --help      this help;  -V, --version  the version\n"
+"\n"
+"exit status: 0 ok, 1 runtime error, 2 usage error or some subjects failed.\n");
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    if (!v) { fprintf(stderr, "segprep: %s needs a value\n", flag); return -1; }
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "segprep: %s: '%s' is not an integer in %ld..%ld\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "segprep: %s: %s\n", what, seg_errmsg()[0] ? seg_errmsg() : seg_strerror(rc));
+    return EXIT_RUNTIME;
+}
+
+int main(int argc, char **argv)
+{
+    PrepOptions o;
+    prep_default_options(&o);
+    const char *pos[4];
+    int npos = 0;
+    long v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return EXIT_OK; }
+        else if (!strcmp(a, "-V") || !strcmp(a, "--version")) { printf("segprep %s\n", SEG_VERSION); return EXIT_OK; }
+        else if (!strcmp(a, "-q")) o.verbosity--;
+        else if (!strcmp(a, "-v")) o.verbosity++;
+        else if (!strcmp(a, "--force")) o.force = 1;
+        else if (!strcmp(a, "--strict")) o.strict = 1;
+        else if (!strcmp(a, "--progress")) o.progress_tty = 1;
+        else if (!strcmp(a, "--no-progress")) o.progress_tty = 0;
+        else if (!strcmp(a, "--size")) {
+            if (parse_int(a, next, 8, 8192, &v) < 0) return EXIT_USAGE;
+            if (v % 8) { fprintf(stderr, "segprep: --size must be a multiple of 8\n"); return EXIT_USAGE; }
+            o.size = (int)v; i++;
+        } else if (!strcmp(a, "--threads")) { if (parse_int(a, next, 1, 256, &v) < 0) return EXIT_USAGE; o.threads = (int)v; i++; }
+        else if (!strcmp(a, "--limit")) { if (parse_int(a, next, 1, 1L << 30, &v) < 0) return EXIT_USAGE; o.limit = (int)v; i++; }
+        else if (!strcmp(a, "--level")) { if (parse_int(a, next, 1, 19, &v) < 0) return EXIT_USAGE; o.zstd_level = (int)v; i++; }
+        else if (!strcmp(a, "--max-voxels")) {
+            if (parse_int(a, next, 1, 0x7fffffffffffffffL, &v) < 0) return EXIT_USAGE;
+            nii_set_max_voxels(v); i++;
+        }
+        else if (!strcmp(a, "--labels")) { if (!next) goto missing; o.labels_file = next; i++; }
+        else if (!strcmp(a, "--split")) { if (!next) goto missing; o.split_file = next; i++; }
+        else if (a[0] == '-' && a[1]) { fprintf(stderr, "segprep: unknown option '%s' (see segprep --help)\n", a); return EXIT_USAGE; }
+        else if (npos < 4) pos[npos++] = a;
+        else { fprintf(stderr, "segprep: too many arguments (see segprep --help)\n"); return EXIT_USAGE; }
+        continue;
+    missing:
+        fprintf(stderr, "segprep: %s needs a value\n", a);
+        return EXIT_USAGE;
+    }
+    if (npos == 0) { usage(stderr); return EXIT_USAGE; }
+    int rc;
+    if (!strcmp(pos[0], "stat")) {
+        if (npos != 2) { fprintf(stderr, "segprep: usage: segprep stat CACHE_DIR\n"); return EXIT_USAGE; }
+        rc = prep_stat(pos[1], stdout);
+        return rc < 0 ? fail("stat", rc) : EXIT_OK;
+    }
+    if (!strcmp(pos[0], "verify")) {
+        if (npos != 2) { fprintf(stderr, "segprep: usage: segprep verify CACHE_DIR\n"); return EXIT_USAGE; }
+        rc = prep_verify(pos[1], o.threads, o.verbosity);
+        return rc < 0 ? fail("verify", rc) : EXIT_OK;
+    }
+    if (!strcmp(pos[0], "export")) {
+        if (npos != 4) { fprintf(stderr, "segprep: usage: segprep export CACHE_DIR SUBJECT OUT_DIR\n"); return EXIT_USAGE; }
+        rc = prep_export(pos[1], pos[2], pos[3], o.verbosity);
+        return rc < 0 ? fail("export", rc) : EXIT_OK;
+    }
+    if (npos != 2) { fprintf(stderr, "segprep: expected DATASET_DIR CACHE_DIR (see segprep --help)\n"); return EXIT_USAGE; }
+    PrepStats st;
+    rc = prep_run(pos[0], pos[1], &o, &st);
+    if (rc < 0) return fail(pos[0], rc);
+    if (o.verbosity >= 2)
+        fprintf(stderr, "segprep: %d subjects: %d written, %d already cached, %d failed; %lld slices in %.2f s "
+                "(%.1f subjects/s, %.0f slices/s); %.0f bytes per slice\n",
+                st.n_subjects, st.n_done, st.n_skipped, st.n_failed, (long long)st.n_slices, st.seconds,
+                st.seconds > 0 ? st.n_done / st.seconds : 0, st.seconds > 0 ? st.n_slices / st.seconds : 0,
+                st.n_slices ? (double)st.bytes_out / (double)st.n_slices : 0);
+    return st.n_failed ? EXIT_USAGE : EXIT_OK;
+}
