@@ -62,9 +62,11 @@ TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC := $(wildcard tests/bench_*.c)
 BENCH_BINS:= $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC))
 
 .PHONY: all deps deps-test demo test check test-asan bench fuzz clean
-all: $(PROGS) $(TEST_BINS) $(BENCH_BINS)
+all: $(PROGS) $(TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,6 +94,10 @@ $(BIN)/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS) -o $@
 
 deps:
 	@tools/install_deps.sh

@@ -441,6 +441,8 @@ int cache_writer_open(const char *dir, int size, const LabelList *labels, CacheW
     struct stat st;
     size_t cur = (fs_join(path, sizeof path, dir, "data.mdb") == 0 && stat(path, &st) == 0) ? (size_t)st.st_size : 0;
     w->mapsize = (size_t)1 << 30;
+    const char *env_map = getenv("SEGKIT_CACHE_INITIAL_MAP");   /* test knob: exercise map growth */
+    if (env_map && atoll(env_map) > 0) w->mapsize = (size_t)atoll(env_map);
     while (w->mapsize < 2 * cur) w->mapsize *= 2;
     int rc = open_env(dir, 0, w->mapsize, &w->env);
     MDB_txn *txn = NULL;

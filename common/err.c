@@ -2,6 +2,7 @@
 #include "err.h"
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char g_msg[1024];
 
@@ -23,10 +24,13 @@ const char *seg_strerror(int rc)
 
 int seg_err(int rc, const char *fmt, ...)
 {
+    /* format into a copy first: callers may pass seg_errmsg() itself as an argument */
+    char tmp[sizeof g_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(g_msg, tmp, sizeof g_msg);
     return rc;
 }
 

@@ -18,7 +18,8 @@ enum {
 
 /* Static description of a code; never NULL. */
 const char *seg_strerror(int rc);
-/* Format a detail message into this thread's buffer and return rc. */
+/* Format a detail message into this thread's buffer and return rc. seg_errmsg() may be
+ * one of the arguments (to prefix context to an inner error). */
 int seg_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* This thread's last detail message ("" if none). */
 const char *seg_errmsg(void);

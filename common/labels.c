@@ -75,11 +75,14 @@ static int from_json(const char *path, const cJSON *root, LabelList *out)
     return rc;
 }
 
-int labels_read_file(const char *path, LabelList *out)
+int labels_parse(const char *text, size_t n, const char *path, LabelList *out)
 {
-    char *buf; size_t n;
     out->n = 0; out->names = NULL;
-    TRY(fs_read_all(path, &buf, &n, 16u << 20));
+    char *buf = malloc(n + 1);
+    if (!buf) return seg_err(SEG_ENOMEM, "%s", path);
+    memcpy(buf, text, n);
+    buf[n] = 0;
+    if (memchr(buf, 0, n)) { free(buf); return seg_err(SEG_EFORMAT, "%s: contains NUL bytes (not a label file)", path); }
     char *p = buf;
     while (*p && isspace((unsigned char)*p)) p++;
     int rc;
@@ -93,7 +96,8 @@ int labels_read_file(const char *path, LabelList *out)
         int cap = 64, cnt = 0;
         const char **names = malloc(sizeof(char *) * (size_t)cap);
         rc = names ? SEG_OK : seg_err(SEG_ENOMEM, "%s", path);
-        for (char *line = strtok(buf, "\n"); rc == SEG_OK && line; line = strtok(NULL, "\n")) {
+        char *save = NULL;
+        for (char *line = strtok_r(buf, "\n", &save); rc == SEG_OK && line; line = strtok_r(NULL, "\n", &save)) {
             char *h = strchr(line, '#');
             if (h) *h = 0;
             while (*line && isspace((unsigned char)*line)) line++;
@@ -114,6 +118,16 @@ int labels_read_file(const char *path, LabelList *out)
         }
         free(names);
     }
+    free(buf);
+    return rc;
+}
+
+int labels_read_file(const char *path, LabelList *out)
+{
+    char *buf; size_t n;
+    out->n = 0; out->names = NULL;
+    TRY(fs_read_all(path, &buf, &n, 16u << 20));
+    int rc = labels_parse(buf, n, path, out);
     free(buf);
     return rc;
 }

@@ -2,6 +2,7 @@
  * 'total' list, label files, and label_map.json (name -> channel). */
 #ifndef SEG_LABELS_H
 #define SEG_LABELS_H
+#include <stddef.h>
 
 #define LABELS_TS_TOTAL_N 117
 /* TotalSegmentator v2 class_map["total"]: channel c is multilabel value c+1. */
@@ -17,6 +18,8 @@ int  labels_from_names(const char *const *names, int n, LabelList *out);
 /* Read a label file: a label_map.json ({"name": channel, ...}), a JSON array of
  * names, or plain text with one name per line ('#' comments). */
 int  labels_read_file(const char *path, LabelList *out);
+/* Same from memory (for tests and fuzzing); path names it in messages. */
+int  labels_parse(const char *text, size_t n, const char *path, LabelList *out);
 /* Write {"name": channel, ...} in channel order, atomically. */
 int  labels_write_json(const char *path, const LabelList *l);
 /* JSON text of the same map (malloc'd, caller frees), or NULL on ENOMEM. */

@@ -13,10 +13,11 @@ logdir="$SEGKIT_BUILD/test-logs"; mkdir -p "$logdir"
 
 run_one() {   # name, command...
     local name="$1"; shift
-    local t0=$(date +%s.%N)
+    local t0=$(date +%s%N)
     "$@" >"$logdir/$name.log" 2>&1
     local rc=$?
-    local dt=$(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    local dt="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
     if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "PASS $name (${dt}s)"
     elif [ $rc -eq 77 ]; then skip=$((skip+1)); echo "SKIP $name: $(tail -1 "$logdir/$name.log")"
     else fail=$((fail+1)); failed+=("$name"); echo "FAIL $name (exit $rc, ${dt}s), last lines of $logdir/$name.log:"
@@ -24,8 +25,8 @@ run_one() {   # name, command...
 }
 
 for t in "$SEGKIT_BUILD"/tests/test_*; do
-    [ -x "$t" ] && [ -f "$t" ] && case "$t" in *.o|*.d) continue;; esac
-    [ -x "$t" ] || continue
+    case "$t" in *.o|*.d) continue;; esac
+    [ -f "$t" ] && [ -x "$t" ] || continue
     run_one "$(basename "$t")" "$t"
 done
 if [ $quick -eq 0 ]; then

@@ -10,7 +10,7 @@
 
 int main(int argc, char **argv)
 {
-    uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : 777;
+    uint64_t seed = argc > 1 && argv[1][0] != '-' ? strtoull(argv[1], NULL, 0) : 777;
     printf("test_cache seed=%llu\n", (unsigned long long)seed);
     const int size = 64, C = 13;
     const size_t plane = (size_t)size * size / 8, npx = (size_t)size * size;
@@ -31,6 +31,14 @@ int main(int argc, char **argv)
     }
     CacheRecord rec;
     CHECK(cache_encode_slice(cctx, 3, size, C, img, planes, &rec) == 0, "encode");
+    if (argc > 2 && !strcmp(argv[1], "--corpus")) {   /* seed corpus for tests/fuzz/fuzz_record.c */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/record.bin", argv[2]);
+        FILE *f = fopen(path, "wb");
+        int ok = f && fwrite(rec.data, 1, rec.size, f) == rec.size;
+        if (f) fclose(f);
+        return ok ? 0 : 1;
+    }
     CHECK(rec.n_set == want_set, "n_set %lld", (long long)rec.n_set);
     memset(bits, 0xAB, (size_t)C * plane);
     CHECK(cache_record_decode(dctx, rec.data, rec.size, size, C, "rec", img2, bits, pres, 1) == 0, "decode");
