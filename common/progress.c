@@ -59,7 +59,7 @@ void progress_update(Progress *p, int64_t done, const char *extra)
     p->done = done;
     if (!p->enabled) return;
     double gap = p->tty ? 0.1 : 5.0;
-    if (progress_now() - p->t_last_draw >= gap || (!p->drawn && !p->tty)) draw(p, extra, 0);
+    if (progress_now() - p->t_last_draw >= gap) draw(p, extra, 0);
 }
 
 void progress_finish(Progress *p, const char *extra)

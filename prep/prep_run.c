@@ -162,6 +162,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         char extra[96];
         snprintf(extra, sizeof extra, "%lld slices, %d failed", (long long)st->n_slices, st->n_failed);
         progress_update(&pr, i, extra);
+        pr.done = i + 1;
         if (!o->force && cache_writer_has(w, id)) { st->n_skipped++; continue; }
         char sdir[4200], ct[4300];
         snprintf(sdir, sizeof sdir, "%s/%s", dataset, id);

@@ -73,16 +73,20 @@ static int job_fail(Job *j, int rc)
     return rc;
 }
 
-static int same_geometry(const NiiVolume *a, const NiiVolume *b)
+/* SEG_OK if mask m is on the CT's grid, else SEG_EMISMATCH saying what differs. */
+static int check_geometry(const NiiVolume *m, const NiiVolume *ct, const char *path)
 {
-    for (int i = 0; i < 3; i++)
-        if (a->dim[i] != b->dim[i]) return 0;
+    if (m->dim[0] != ct->dim[0] || m->dim[1] != ct->dim[1] || m->dim[2] != ct->dim[2])
+        return seg_err(SEG_EMISMATCH, "%s: shape %lldx%lldx%lld differs from the CT's %lldx%lldx%lld", path,
+                       (long long)m->dim[0], (long long)m->dim[1], (long long)m->dim[2],
+                       (long long)ct->dim[0], (long long)ct->dim[1], (long long)ct->dim[2]);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++) {
-            double x = a->affine[r][c], y = b->affine[r][c];
-            if (fabs(x - y) > 1e-3 * fmax(1.0, fabs(x))) return 0;
+            double x = ct->affine[r][c], y = m->affine[r][c];
+            if (fabs(x - y) > 1e-3 * fmax(1.0, fabs(x)))
+                return seg_err(SEG_EMISMATCH, "%s: affine differs from the CT's (row %d col %d: %g vs %g)", path, r, c, y, x);
         }
-    return 1;
+    return SEG_OK;
 }
 
 /* Read one voxel of any datatype as a double (raw, unscaled). */
@@ -202,10 +206,7 @@ static int do_mask(Subject *S, int c, Job *j)
     uint8_t *bin = NULL;
     int owned = 0, rc = nii_read(path, &v);
     if (rc < 0) return job_fail(j, rc);
-    if (!same_geometry(v, S->ct_hdr)) {
-        rc = seg_err(SEG_EMISMATCH, "%s: shape %lldx%lldx%lld or affine differs from the CT's (%lldx%lldx%lld)", path,
-                     (long long)v->dim[0], (long long)v->dim[1], (long long)v->dim[2], (long long)S->ct_hdr->dim[0],
-                     (long long)S->ct_hdr->dim[1], (long long)S->ct_hdr->dim[2]);
+    if ((rc = check_geometry(v, S->ct_hdr, path)) < 0) {
         nii_free(v);
         return job_fail(j, rc);
     }

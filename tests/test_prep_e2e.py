@@ -34,6 +34,40 @@ def check(cond, what):
         fails += 1
 
 
+def check_subject(c, subj_dir, sid, tag):
+    """Cached slices of sid against the nibabel + numpy reference, every CT pixel and mask bit."""
+    s = c.subject(sid)
+    ct_img, _ = ref.canonical(os.path.join(subj_dir, "ct.nii.gz"))
+    ni, nj, nk = ct_img.shape
+    check(s["n_slices"] == nk, f"{tag}: slices run along the canonical S axis ({nk})")
+    check(np.allclose(s["canon_affine"], ct_img.affine, atol=1e-4), f"{tag}: canonical affine equals nibabel's as_closest_canonical")
+    check(np.allclose(s["res_affine"], ref.resampled_affine(ct_img.affine, ni, nj, c.size), atol=1e-4),
+          f"{tag}: resampled affine places cached voxels at the source positions")
+    ct_scaled = np.asarray(ct_img.get_fdata())
+    cached = [c.slice(sid, k) for k in range(nk)]
+    worst, nbad = 0, 0
+    for k in range(nk):
+        want = ref.bilinear(ref.slice_view(ct_scaled, k), c.size)
+        d = np.abs(cached[k][0].astype(np.int32) - want.astype(np.int32))
+        worst = max(worst, int(d.max()))
+        nbad += int((d > 0).sum())
+    check(worst <= 1 and nbad <= 0.0001 * nk * c.size * c.size,
+          f"{tag}: CT slices match the bilinear reference (max |d| {worst}, {nbad} px differ by 1)")
+    mism, present_ref = 0, 0
+    for ch, name in enumerate(c.labels):
+        _, m = ref.canonical(os.path.join(subj_dir, "segmentations", name + ".nii.gz"))
+        for k in range(nk):
+            want = ref.nearest(ref.slice_view(m, k), c.size)
+            _, masks, present = cached[k]
+            mism += int((masks[ch] != want).sum())
+            present_ref += int(want.any())
+            if bool(present[ch]) != bool(want.any()):
+                mism += 1
+    check(mism == 0, f"{tag}: all {len(c.labels)} x {nk} mask planes match the nearest-neighbour reference "
+                     f"({mism} mismatches, {present_ref} present planes)")
+    return s
+
+
 with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, "cache")
     r = subprocess.run([f"{BIN}/segprep", DATA, cache, "-q"], capture_output=True, text=True)
@@ -46,36 +80,8 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode == 0, "verify passes")
 
     c = segcache.SegCache(cache)
-    s = c.subject("s0000")
-    ct_img, ct = ref.canonical(os.path.join(SUBJ, "ct.nii.gz"))
-    ni, nj, nk = ct.shape
-    check(s["n_slices"] == nk == 30, "slices run along the canonical S axis")
-    check(np.allclose(s["canon_affine"], ct_img.affine, atol=1e-4), "canonical affine equals nibabel's as_closest_canonical")
-    check(np.allclose(s["res_affine"], ref.resampled_affine(ct_img.affine, ni, nj, c.size), atol=1e-4),
-          "resampled affine places cached voxels at the source positions")
-    # CT: every slice against the numpy reference
-    ct_scaled = np.asarray(ct_img.get_fdata())
-    worst, nbad = 0, 0
-    for k in range(nk):
-        img, _, _ = c.slice("s0000", k)
-        want = ref.bilinear(ref.slice_view(ct_scaled, k), c.size)
-        d = np.abs(img.astype(np.int32) - want.astype(np.int32))
-        worst = max(worst, int(d.max()))
-        nbad += int((d > 0).sum())
-    check(worst <= 1 and nbad <= 0.0001 * nk * c.size * c.size, f"CT slices match the bilinear reference (max |d| {worst}, {nbad} px differ by 1)")
-    # masks: all 117 channels of all slices, exactly
-    mism, present_ref = 0, 0
-    cached = [c.slice("s0000", k) for k in range(nk)]
-    for ch, name in enumerate(c.labels):
-        _, m = ref.canonical(os.path.join(SUBJ, "segmentations", name + ".nii.gz"))
-        for k in range(nk):
-            want = ref.nearest(ref.slice_view(m, k), c.size)
-            _, masks, present = cached[k]
-            mism += int((masks[ch] != want).sum())
-            present_ref += int(want.any())
-            if bool(present[ch]) != bool(want.any()):
-                mism += 1
-    check(mism == 0, f"all 117 x 30 mask planes match the nearest-neighbour reference ({mism} mismatches, {present_ref} present planes)")
+    s = check_subject(c, SUBJ, "s0000", "example")
+    nk = s["n_slices"]
     # export back to NIfTI and read it with nibabel
     out = os.path.join(tmp, "export")
     r = subprocess.run([f"{BIN}/segprep", "export", cache, "s0000", out, "-q"])
@@ -97,6 +103,25 @@ with tempfile.TemporaryDirectory() as tmp:
     d = np.linalg.norm(centroid(liver, e.affine) - centroid(np.asarray(src.dataobj), src.affine))
     check(d < 2.0, f"liver centroid in world space moves {d:.2f} mm through cache + export")
     check(len(os.listdir(os.path.join(out, "segmentations"))) == 117, "117 exported masks")
+
+# synthetic phantoms: other orientations (LPS, permuted axes...), scaling, spacings
+if os.path.exists(f"{BIN}/synthct"):
+    with tempfile.TemporaryDirectory() as tmp:
+        ds, cache = os.path.join(tmp, "ds"), os.path.join(tmp, "cache")
+        subprocess.run([f"{BIN}/synthct", "--subjects", "5", "--seed", "11", "--size", "48x40x12", ds, "-q"], check=True)
+        r = subprocess.run([f"{BIN}/segprep", ds, cache, "--size", "64", "-q"], capture_output=True, text=True)
+        check(r.returncode == 0, f"segprep on phantoms exit 0 ({r.stderr.strip()})")
+        c = segcache.SegCache(cache)
+        codes = set()
+        meta = dict(l.strip().split(";") for l in open(os.path.join(ds, "meta.csv")).readlines()[1:])
+        for sub in c.subjects():
+            d = os.path.join(ds, sub["id"])
+            codes.add("".join(nib.aff2axcodes(nib.load(os.path.join(d, "ct.nii.gz")).affine)))
+            check_subject(c, d, sub["id"], f"phantom {sub['id']}")
+            check(sub["split"] == meta[sub["id"]], f"phantom {sub['id']}: split {sub['split']} from meta.csv")
+        check(len(codes) >= 3, f"phantoms cover several orientations: {sorted(codes)}")
+else:
+    print("note: bin/synthct not built, phantom part skipped")
 
 print(f"{fails} failed")
 sys.exit(1 if fails else 0)
