@@ -39,34 +39,34 @@ void resample_axis_free(ResampleAxis *a)
     a->nearest = a->lo = a->hi = NULL; a->w = NULL;
 }
 
-static inline double bilin(const float *src, int sw, const ResampleAxis *rows, const ResampleAxis *cols, int r, int c)
+/* Separable: blend the two source rows once per dst row, then interpolate along it. */
+static void bilinear_rows(const float *src, const ResampleAxis *rows, const ResampleAxis *cols,
+                          int16_t *dst_i16, float *dst_f32)
 {
-    const float *p0 = src + (size_t)rows->lo[r] * sw, *p1 = src + (size_t)rows->hi[r] * sw;
-    double wy = rows->w[r], wx = cols->w[c];
-    int x0 = cols->lo[c], x1 = cols->hi[c];
-    double top = (1 - wx) * p0[x0] + wx * p0[x1];
-    double bot = (1 - wx) * p1[x0] + wx * p1[x1];
-    return (1 - wy) * top + wy * bot;
+    const int sw = cols->n_src, size = cols->size;
+    double tmp[sw > 0 ? sw : 1];
+    for (int r = 0; r < rows->size; r++) {
+        const float *p0 = src + (size_t)rows->lo[r] * sw, *p1 = src + (size_t)rows->hi[r] * sw;
+        const double wy = rows->w[r];
+        for (int x = 0; x < sw; x++) tmp[x] = (1 - wy) * p0[x] + wy * p1[x];
+        for (int c = 0; c < size; c++) {
+            const double wx = cols->w[c], v = (1 - wx) * tmp[cols->lo[c]] + wx * tmp[cols->hi[c]];
+            if (dst_f32) { dst_f32[(size_t)r * size + c] = (float)v; continue; }
+            double q = floor(v + 0.5);
+            q = q < -32768 ? -32768 : q > 32767 ? 32767 : q;
+            dst_i16[(size_t)r * size + c] = (int16_t)q;
+        }
+    }
 }
 
 void resample_bilinear_i16(int16_t *dst, const float *src, const ResampleAxis *rows, const ResampleAxis *cols)
 {
-    const int sw = cols->n_src, size = cols->size;
-    for (int r = 0; r < rows->size; r++)
-        for (int c = 0; c < size; c++) {
-            double v = floor(bilin(src, sw, rows, cols, r, c) + 0.5);
-            if (v < -32768) v = -32768;
-            if (v > 32767) v = 32767;
-            dst[(size_t)r * size + c] = (int16_t)v;
-        }
+    bilinear_rows(src, rows, cols, dst, NULL);
 }
 
 void resample_bilinear_f32(float *dst, const float *src, const ResampleAxis *rows, const ResampleAxis *cols)
 {
-    const int sw = cols->n_src, size = cols->size;
-    for (int r = 0; r < rows->size; r++)
-        for (int c = 0; c < size; c++)
-            dst[(size_t)r * size + c] = (float)bilin(src, sw, rows, cols, r, c);
+    bilinear_rows(src, rows, cols, NULL, dst);
 }
 
 int resample_nearest_span(const ResampleAxis *a, int s0, int s1, int *d0, int *d1)

@@ -18,7 +18,7 @@ void prep_default_options(PrepOptions *o)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = n > 0 ? (int)n : 1;
     o->verbosity = 2;
-    o->zstd_level = 3;
+    o->zstd_level = 1;
     o->progress_tty = -1;
 }
 

@@ -2,6 +2,7 @@
 #include "prep.h"
 #include "err.h"
 #include "nii.h"
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@ static void usage(FILE *f)
 "                  else a deterministic 80/10/10 split by a hash of the subject id)\n"
 "  --threads N     worker threads (default: all cores)\n"
 "  --limit N       process only the first N subjects\n"
-"  --level N       zstd level of the records (default 3)\n"
+"  --level N       zstd level of the records (default 1)\n"
 "  --force         redo subjects that are already in the cache\n"
 "  --strict        stop at the first subject that fails\n"
 "  --max-voxels N  refuse volumes with more voxels (default 2^31; env SEGKIT_MAX_VOXELS)\n"
@@ -64,6 +65,9 @@ static int fail(const char *what, int rc)
 
 int main(int argc, char **argv)
 {
+    /* keep freed volumes in the heap: fresh pages cost a fault each on this kind of VM */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     PrepOptions o;
     prep_default_options(&o);
     const char *pos[4];

@@ -5,6 +5,7 @@
 #include "err.h"
 #include "progress.h"
 #include <dirent.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,8 @@ int main(int argc, char **argv)
     snprintf(def, sizeof def, "%s/data/totalseg-example", shared);
     const char *dataset = def;
     int reps = 5;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);   /* as segprep's main does */
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     PrepOptions o;
     prep_default_options(&o);
     o.verbosity = 0; o.force = 1;

@@ -88,7 +88,7 @@ class SegCache:
 
     def decode(self, rec, what="record"):
         (magic, ver, hdr, size, nch, npres, _flags, zi, zm, crc, nset) = _HDR.unpack_from(rec, 0)
-        if magic != REC_MAGIC or ver != 1:
+        if magic != REC_MAGIC or ver != 1 or _flags & ~1:
             raise CacheError(f"{what}: bad magic/version")
         if size != self.size or nch != self.n_channels or len(rec) != hdr + zi + zm:
             raise CacheError(f"{what}: header does not match the cache")
@@ -99,8 +99,13 @@ class SegCache:
         present = np.unpackbits(pres_bytes, bitorder="little")[:nch].astype(bool)
         if int(present.sum()) != npres:
             raise CacheError(f"{what}: presence bitmap disagrees with header")
-        img = np.frombuffer(self._dctx.decompress(rec[hdr:hdr + zi], max_output_size=size * size * 2),
-                            dtype="<i2").reshape(size, size)
+        raw = self._dctx.decompress(rec[hdr:hdr + zi], max_output_size=size * size * 2)
+        if _flags & 1:   # row-delta, byte-shuffled int16
+            b = np.frombuffer(raw, dtype=np.uint8)
+            d = (b[:size * size].astype(np.uint16) | (b[size * size:].astype(np.uint16) << 8)).reshape(size, size)
+            img = np.cumsum(d, axis=1, dtype=np.uint16).view(np.int16)
+        else:
+            img = np.frombuffer(raw, dtype="<i2").reshape(size, size)
         masks = np.zeros((nch, size, size), dtype=np.uint8)
         if npres:
             plane = size * size // 8
