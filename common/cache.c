@@ -285,7 +285,7 @@ int cache_refresh(CacheReader *r)
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     if (err < 0) { free(subs); return err; }
-    qsort(subs, (size_t)n, sizeof *subs, cmp_subject);
+    if (n > 1) qsort(subs, (size_t)n, sizeof *subs, cmp_subject);
     free(r->subjects);
     r->subjects = subs;
     r->n_subjects = n;

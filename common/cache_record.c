@@ -11,6 +11,7 @@
  * low bytes, then all high bytes): 18% smaller than raw int16 at a lower zstd level. */
 #include "cache.h"
 #include "err.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -21,18 +22,34 @@
 #define REC_HDR     32
 #define REC_FLAG_DELTA_SHUFFLE 1
 
-/* Per-thread scratch for the image transform (grows, never shrinks). */
-static _Thread_local uint8_t *t_scratch;
-static _Thread_local size_t t_scratch_n;
+/* Per-thread scratch for the image transform (grows, never shrinks; freed at thread exit). */
+typedef struct Scratch { uint8_t *p; size_t n; } Scratch;
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v)
+{
+    Scratch *s = v;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
 
 static uint8_t *scratch(size_t n)
 {
-    if (n > t_scratch_n) {
-        uint8_t *p = realloc(t_scratch, n);
-        if (!p) return NULL;
-        t_scratch = p; t_scratch_n = n;
+    pthread_once(&g_scratch_once, scratch_key_init);
+    Scratch *s = pthread_getspecific(g_scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) return NULL;
+        if (pthread_setspecific(g_scratch_key, s) != 0) { free(s); return NULL; }
     }
-    return t_scratch;
+    if (n > s->n) {
+        uint8_t *p = realloc(s->p, n);
+        if (!p) return NULL;
+        s->p = p; s->n = n;
+    }
+    return s->p;
 }
 
 static void delta_shuffle(uint8_t *out, const int16_t *img, int size)
