@@ -16,7 +16,9 @@ typedef struct NiiVolume {
     int64_t dim[3];        /* nx, ny, nz; a 2D file has nz = 1; dims 4..7 must be 1 */
     double  pixdim[3];     /* voxel size in mm (absolute values) */
     double  affine[4][4];  /* voxel (i,j,k,1) -> world RAS+ mm: sform if sform_code > 0,
-                              else qform if qform_code > 0, else diag(pixdim) */
+                              else qform if qform_code > 0 (NIfTI-1 standard formula),
+                              else diag(pixdim) with zero offset (NIfTI-1 method 1; note
+                              nibabel's fallback differs: centred, x flipped) */
     int     sform_code, qform_code;
     int     datatype;      /* NII_* code; data is in host byte order */
     int     bytes_per_voxel;
@@ -27,10 +29,14 @@ typedef struct NiiVolume {
 } NiiVolume;
 
 /* Read a whole volume. *out is owned by the caller (nii_free). Errors name the path:
- * SEG_EIO (missing, truncated, bad gzip), SEG_EFORMAT (not NIfTI, bad dims, unknown datatype),
- * SEG_ENOMEM (over the voxel limit or allocation failure, checked before allocating). */
+ * SEG_EIO (missing, truncated, bad gzip or CRC), SEG_EFORMAT (not NIfTI, bad dims, unknown
+ * datatype), SEG_ENOMEM (over the voxel limit, checked before allocating, or allocation
+ * failure). Gzip is detected by its magic bytes, not the name; inflating stops once the
+ * header-declared data is complete (plus at most 64 KiB looking for the CRC trailer).
+ * Thread-safe. */
 int  nii_read(const char *path, NiiVolume **out);
-/* Same, header and geometry only (data stays NULL). */
+/* Same, header and geometry only (data stays NULL; a .nii.gz is only inflated as far as
+ * the header; the data's presence is not checked). */
 int  nii_read_header(const char *path, NiiVolume **out);
 /* Parse a volume from an in-memory file image (plain or gzip), for fuzzing and tests;
  * name is used in messages. */
@@ -47,11 +53,21 @@ size_t nii_nvox(const NiiVolume *v);
 int  nii_create(const int64_t dim[3], int datatype, const double affine[4][4], NiiVolume **out);
 /* Write v as NIfTI-1 (little endian, vox_offset 352, sform and qform from v->affine,
  * scl_slope/scl_inter from v->slope/inter); gzip when path ends in ".gz" (level 1..9,
- * 0 = default 6). Written to a temp file and renamed, so a reader never sees half a file. */
+ * 0 = default 6). Written to a temp file and renamed, so a reader never sees half a file
+ * (not fsync'ed, for speed: use fs_write_atomic where durability matters).
+ * sform_code/qform_code: v's when > 0, else 1 (scanner); the qform is the affine's nearest
+ * rotation as nibabel computes it, pixdim the column norms. SEG_EARG for bad v or level,
+ * SEG_EIO naming the path for file errors. */
 int  nii_write(const char *path, const NiiVolume *v, int gzip_level);
 
+/* Bytes per voxel of a NII_* datatype code (0 if unsupported), and its name ("int16",
+ * "unknown"). */
+int  nii_dtype_size(int datatype);
+const char *nii_dtype_name(int datatype);
+
 /* Limit checked against every header before any allocation; overridable by the
- * SEGKIT_MAX_VOXELS environment variable. Returns the previous value. */
+ * SEGKIT_MAX_VOXELS environment variable (read once, at first use; a later call to this
+ * function wins). Returns the previous value. */
 int64_t nii_set_max_voxels(int64_t n);
 
 #endif
