@@ -133,18 +133,21 @@ static int subject_from_json(const char *txt, size_t n, CacheSubject *s)
         s->split = cache_split_parse(sp->valuestring);
         s->index = (uint32_t)ix->valuedouble;
         s->n_slices = (int)nz->valuedouble;
-        s->n_voxels_set = cJSON_IsNumber(nv) ? (int64_t)nv->valuedouble : 0;
+        s->n_voxels_set = cJSON_IsNumber(nv) && nv->valuedouble >= 0 && nv->valuedouble < 9e18 ? (int64_t)nv->valuedouble : 0;
         bad |= s->split < 0;
+        /* range-check before every cast: a corrupt record must not reach undefined behaviour */
+#define IN_RANGE(x, lo, hi) ((x) >= (lo) && (x) <= (hi))
         bad |= get_nums(o, "dim", d, 3);
-        for (int i = 0; i < 3; i++) s->dim[i] = (int64_t)d[i];
+        for (int i = 0; i < 3; i++) { bad |= !IN_RANGE(d[i], 1, 1e9); s->dim[i] = bad ? 0 : (int64_t)d[i]; }
         bad |= get_nums(o, "spacing", s->spacing, 3);
         bad |= get_nums(o, "affine", &s->affine[0][0], 16);
         bad |= get_nums(o, "perm", d, 3);
-        for (int i = 0; i < 3; i++) s->perm[i] = (int)d[i];
+        for (int i = 0; i < 3; i++) { bad |= !IN_RANGE(d[i], 0, 2); s->perm[i] = bad ? 0 : (int)d[i]; }
         bad |= get_nums(o, "flip", d, 3);
-        for (int i = 0; i < 3; i++) s->flip[i] = (int)d[i];
+        for (int i = 0; i < 3; i++) { bad |= !IN_RANGE(d[i], 0, 1); s->flip[i] = bad ? 0 : (int)d[i]; }
         bad |= get_nums(o, "canon_dim", d, 3);
-        for (int i = 0; i < 3; i++) s->canon_dim[i] = (int64_t)d[i];
+        for (int i = 0; i < 3; i++) { bad |= !IN_RANGE(d[i], 1, 1e9); s->canon_dim[i] = bad ? 0 : (int64_t)d[i]; }
+#undef IN_RANGE
         bad |= get_nums(o, "canon_affine", &s->canon_affine[0][0], 16);
         bad |= get_nums(o, "res_spacing", s->res_spacing, 3);
         bad |= get_nums(o, "res_affine", &s->res_affine[0][0], 16);

@@ -58,12 +58,13 @@ static int from_json(const char *path, const cJSON *root, LabelList *out)
             if (!cJSON_IsString(it)) { rc = seg_err(SEG_EFORMAT, "%s: entry %d is not a string", path, i); break; }
             names[i] = it->valuestring;
         } else {
-            if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valueint < 0 || it->valueint >= n) {
+            double d = cJSON_IsNumber(it) ? it->valuedouble : -1;
+            if (!(d >= 0 && d < n) || d != (double)(int)d) {   /* range first: casting a huge double is UB */
                 rc = seg_err(SEG_EFORMAT, "%s: channel of '%s' must be an integer in 0..%d", path, it->string, n - 1);
                 break;
             }
-            if (names[it->valueint]) { rc = seg_err(SEG_EFORMAT, "%s: channel %d used twice", path, it->valueint); break; }
-            names[it->valueint] = it->string;
+            if (names[(int)d]) { rc = seg_err(SEG_EFORMAT, "%s: channel %d used twice", path, (int)d); break; }
+            names[(int)d] = it->string;
         }
         i++;
     }
