@@ -80,6 +80,7 @@ int main(int argc, char **argv)
     s.split = CACHE_SPLIT_VAL;
     s.n_slices = 3;
     s.res_spacing[0] = 1.5;
+    for (int a = 0; a < 3; a++) { s.dim[a] = s.canon_dim[a] = 4 + a; s.perm[a] = a; }
     CacheRecord recs[3] = { rec, rec, rec };
     CHECK(cache_writer_put_subject(w, &s, recs) == 0, "put subject");
     strcpy(s.id, "s0000");
