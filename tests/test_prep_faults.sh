@@ -38,7 +38,7 @@ check "appending with another --size is refused and the cache is intact" test $r
 
 # ---- kill -9 at random points, then resume ----
 mkdir -p "$T/good"
-for i in 00 01 02 03 04 05 06 07 08 09 10 11; do ln -s "$(cd "$SRC" && pwd)" "$T/good/s00$i"; done
+for i in $(seq -w 0 23); do ln -s "$(cd "$SRC" && pwd)" "$T/good/s00$i"; done
 $BIN/segprep "$T/good" "$T/ref" -q || bad "reference run"
 ref_bytes=$($BIN/segprep stat "$T/ref" | $PY -c "import json,sys; d=json.load(sys.stdin); print(d['n_subjects'], d['record_bytes'])")
 killed=0
@@ -46,7 +46,7 @@ for seed in 1 2 3 4; do
     rm -rf "$T/k"
     for round in 1 2 3; do
         $BIN/segprep "$T/good" "$T/k" -q --threads 1 2>/dev/null & pid=$!
-        sleep "0.$(( (seed * 37 + round * 53) % 8 + 1 ))"
+        sleep "0.$(( (seed * 37 + round * 53) % 7 ))5"   # 0.05 .. 0.65 s, rounds resume each other
         kill -9 $pid 2>/dev/null && killed=$((killed+1)); wait $pid 2>/dev/null
         if [ -f "$T/k/data.mdb" ]; then
             $BIN/segprep verify "$T/k" -q 2>/dev/null || bad "seed $seed round $round: cache does not verify after kill -9"
@@ -57,7 +57,7 @@ for seed in 1 2 3 4; do
     check "kill -9 x3 then resume (seed $seed): same subjects and bytes as an unbroken run ($got vs $ref_bytes)" test "$got" = "$ref_bytes"
 done
 
-check "$killed of 12 kills hit a running segprep" test $killed -ge 6
+check "$killed of 12 kills hit a running segprep" test $killed -ge 8
 
 # ---- readers while segprep appends; map growth from a tiny initial map ----
 rm -rf "$T/live"
