@@ -1,0 +1,168 @@
+/* eval/evaluate.c : checkpoint x cache evaluation: subject selection, batched inference,
+ * thresholding into bit planes beside the cached reference planes. */
+#include "evaluate.h"
+#include "cache.h"
+#include "err.h"
+#include "predict.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct Evaluator {
+    CacheReader    *cache;
+    CacheCursor    *cur;
+    PredictModel   *model;
+    EvaluateOptions o;
+    int             n, *idx;       /* selected subjects (cache indices) */
+    int64_t         n_slices;
+    int             size, C;
+    size_t          pb;            /* bytes per plane */
+    int16_t        *img;           /* batch x size x size */
+    uint8_t        *bits;          /* C planes of one slice */
+    uint8_t        *presence;
+    char            desc[300];
+};
+
+void evaluate_default_options(EvaluateOptions *o)
+{
+    o->threshold = 0.5f;
+    o->batch = 8;
+    o->threads = 0;
+}
+
+void evaluate_close(Evaluator *e)
+{
+    if (!e) return;
+    cache_cursor_close(e->cur);
+    cache_close(e->cache);
+    predict_model_close(e->model);
+    free(e->idx); free(e->img); free(e->bits); free(e->presence);
+    free(e);
+}
+
+int evaluate_open(const char *checkpoint, const char *cache_dir, int split, const EvaluateOptions *o, Evaluator **out)
+{
+    *out = NULL;
+    Evaluator *e = calloc(1, sizeof *e);
+    if (!e) return seg_err(SEG_ENOMEM, "evaluator");
+    e->o = *o;
+    if (e->o.batch < 1) e->o.batch = 1;
+    int rc = cache_open(cache_dir, &e->cache);
+    if (rc < 0) { rc = seg_err(rc, "cache %s: %s", cache_dir, seg_errmsg()); goto fail; }
+    e->size = cache_size(e->cache);
+    e->C = cache_n_channels(e->cache);
+    e->pb = cache_plane_bytes(e->cache);
+    rc = predict_model_open(checkpoint, e->size, e->o.batch, e->o.threads, &e->model);
+    if (rc < 0) { rc = seg_err(rc, "checkpoint: %s", seg_errmsg()); goto fail; }
+    snprintf(e->desc, sizeof e->desc, "%s", predict_model_desc(e->model));
+    const LabelList *cl = cache_labels(e->cache), *ml = predict_model_labels(e->model);
+    if (predict_model_n_classes(e->model) != e->C) {
+        rc = seg_err(SEG_EMISMATCH, "checkpoint %s predicts %d structures but cache %s has %d: the model was trained on "
+                     "a different label set", checkpoint, predict_model_n_classes(e->model), cache_dir, e->C);
+        goto fail;
+    }
+    if (ml && ml->n == cl->n)
+        for (int c = 0; c < cl->n; c++)
+            if (strcmp(ml->names[c], cl->names[c])) {
+                rc = seg_err(SEG_EMISMATCH, "checkpoint %s channel %d is '%s' but cache %s channel %d is '%s': the label "
+                             "order differs", checkpoint, c, ml->names[c], cache_dir, c, cl->names[c]);
+                goto fail;
+            }
+    const int ns = cache_n_subjects(e->cache);
+    e->idx = malloc(sizeof(int) * (size_t)(ns ? ns : 1));
+    if (!e->idx) { rc = seg_err(SEG_ENOMEM, "evaluator"); goto fail; }
+    int per[3] = { 0, 0, 0 };
+    for (int i = 0; i < ns; i++) {
+        const CacheSubject *s = cache_subject(e->cache, i);
+        if (s->split >= 0 && s->split < 3) per[s->split]++;
+        if (split < 0 || s->split == split) { e->idx[e->n++] = i; e->n_slices += s->n_slices; }
+    }
+    if (e->n == 0) {
+        rc = seg_err(SEG_EARG, "cache %s has no %s subjects (train %d, val %d, test %d): choose another --split",
+                     cache_dir, split < 0 ? "" : cache_split_name(split), per[0], per[1], per[2]);
+        goto fail;
+    }
+    e->img = malloc(sizeof(int16_t) * (size_t)e->o.batch * (size_t)e->size * (size_t)e->size);
+    e->bits = malloc(e->pb * (size_t)e->C);
+    e->presence = malloc(cache_presence_bytes(e->cache));
+    if (!e->img || !e->bits || !e->presence) { rc = seg_err(SEG_ENOMEM, "evaluator buffers"); goto fail; }
+    if ((rc = cache_cursor_open(e->cache, &e->cur)) < 0) goto fail;
+    *out = e;
+    return SEG_OK;
+fail:
+    evaluate_close(e);
+    return rc;
+}
+
+const LabelList *evaluate_labels(const Evaluator *e) { return cache_labels(e->cache); }
+int evaluate_n_subjects(const Evaluator *e) { return e->n; }
+int64_t evaluate_n_slices(const Evaluator *e) { return e->n_slices; }
+const char *evaluate_subject_id(const Evaluator *e, int j) { return cache_subject(e->cache, e->idx[j])->id; }
+const char *evaluate_model_desc(const Evaluator *e) { return e->desc; }
+
+/* logits > tl -> packed plane; returns 1 if any bit is set. */
+static int pack_threshold(const float *lg, int npx, float tl, uint8_t *plane)
+{
+    int any = 0;
+    for (int b = 0; b < npx / 8; b++) {
+        const float *p = lg + 8 * b;
+        unsigned v = (unsigned)(p[0] > tl) | (unsigned)(p[1] > tl) << 1 | (unsigned)(p[2] > tl) << 2 |
+                     (unsigned)(p[3] > tl) << 3 | (unsigned)(p[4] > tl) << 4 | (unsigned)(p[5] > tl) << 5 |
+                     (unsigned)(p[6] > tl) << 6 | (unsigned)(p[7] > tl) << 7;
+        plane[b] = (uint8_t)v;
+        any |= v != 0;
+    }
+    return any;
+}
+
+int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t *done)
+{
+    memset(s, 0, sizeof *s);
+    const CacheSubject *cs = cache_subject(e->cache, e->idx[j]);
+    const int size = e->size, C = e->C, nz = cs->n_slices, npx = size * size;
+    snprintf(s->id, sizeof s->id, "%s", cs->id);
+    memcpy(s->affine, cs->res_affine, sizeof s->affine);
+    int rc = metrics_stack_init(&s->ref, size, size, nz, C, cs->res_spacing);
+    if (rc == SEG_OK) rc = metrics_stack_init(&s->pred, size, size, nz, C, cs->res_spacing);
+    if (rc == SEG_OK && !(s->ct = malloc(sizeof(int16_t) * (size_t)npx * (size_t)nz)))
+        rc = seg_err(SEG_ENOMEM, "%s: CT of %d slices", cs->id, nz);
+    /* logit of the threshold: sigmoid(x) > t <=> x > log(t / (1 - t)) */
+    const float tl = logf(e->o.threshold / (1.f - e->o.threshold));
+    uint8_t *tmp = malloc(e->pb);
+    if (rc == SEG_OK && !tmp) rc = seg_err(SEG_ENOMEM, "plane");
+    for (int z0 = 0; z0 < nz && rc == SEG_OK; z0 += e->o.batch) {
+        const int nb = nz - z0 < e->o.batch ? nz - z0 : e->o.batch;
+        for (int b = 0; b < nb && rc == SEG_OK; b++) {
+            const int z = z0 + b;
+            rc = cache_read_slice(e->cur, cs, z, e->img + (size_t)b * npx, e->bits, e->presence, 0);
+            if (rc < 0) break;
+            memcpy(s->ct + (size_t)z * npx, e->img + (size_t)b * npx, sizeof(int16_t) * (size_t)npx);
+            for (int c = 0; c < C && rc == SEG_OK; c++) {
+                if (!(e->presence[c >> 3] >> (c & 7) & 1)) continue;
+                uint8_t *pl = metrics_stack_plane(&s->ref, c, z);
+                if (!pl) rc = SEG_ENOMEM;
+                else memcpy(pl, e->bits + (size_t)c * e->pb, e->pb);
+            }
+        }
+        const float *lg = NULL;
+        if (rc == SEG_OK) rc = predict_model_forward(e->model, e->img, nb, &lg);
+        for (int b = 0; b < nb && rc == SEG_OK; b++)
+            for (int c = 0; c < C && rc == SEG_OK; c++) {
+                if (!pack_threshold(lg + ((size_t)b * C + c) * npx, npx, tl, tmp)) continue;
+                uint8_t *pl = metrics_stack_plane(&s->pred, c, z0 + b);
+                if (!pl) rc = SEG_ENOMEM;
+                else memcpy(pl, tmp, e->pb);
+            }
+        if (rc == SEG_OK && done) {
+            *done += nb;
+            if (p) progress_update(p, *done, cs->id);
+        }
+    }
+    free(tmp);
+    if (rc < 0) {
+        rc = seg_err(rc, "subject %s: %s", cs->id, seg_errmsg());
+        report_subject_free(s);
+    }
+    return rc;
+}

@@ -1,0 +1,57 @@
+/* eval/predict.h : running a trained U-Net on CT slices, and `segeval predict` on a new
+ * CT: read any NIfTI CT, reorient to the radiological axial view, resample each slice to
+ * the model's size (bilinear, half-pixel centres, as segprep does), run the model, map
+ * the probabilities back to the slice's own sw x sh grid (bilinear on probabilities with
+ * the inverse half-pixel mapping), threshold, and write the result into the INPUT's own
+ * voxel grid and affine through the OrientMap (so it overlays the CT in any viewer). */
+#ifndef SEG_PREDICT_H
+#define SEG_PREDICT_H
+#include <stdint.h>
+#include "labels.h"
+
+/* A model loaded from a checkpoint, ready for inference on size x size slices. */
+typedef struct PredictModel PredictModel;
+
+/* Load CHECKPOINT (with the segtrain checkpoint loader) for batches of up to max_batch
+ * slices of size x size (size 0: the training size stored in the checkpoint, else 256).
+ * SEG_EIO/SEG_EFORMAT naming the file when it cannot be read as a segkit checkpoint. */
+int  predict_model_open(const char *checkpoint, int size, int max_batch, int threads, PredictModel **out);
+void predict_model_close(PredictModel *m);                 /* NULL-safe */
+int  predict_model_size(const PredictModel *m);            /* slice side H = W */
+int  predict_model_n_classes(const PredictModel *m);
+/* Structure names stored in the checkpoint (NULL when it has none). */
+const LabelList *predict_model_labels(const PredictModel *m);
+/* "U-Net 32-64-128-256, 117 classes, 256x256, step 1200" into a static-lifetime buffer of m. */
+const char *predict_model_desc(const PredictModel *m);
+/* Forward n <= max_batch slices of int16 HU (n x size x size) with the training input
+ * normalisation; returns the logits (n, C, size, size), valid until the next call. */
+int  predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float **logits);
+
+typedef struct PredictOptions {
+    float threshold;        /* probability (0.5) */
+    int   batch, threads;   /* slices per forward (8), compute threads (0: all) */
+    int   per_structure;    /* also OUT/segmentations/<name>.nii.gz */
+    int   statistics;       /* also OUT/statistics.json */
+    int   verbosity, progress_tty;
+} PredictOptions;
+void predict_default_options(PredictOptions *o);
+
+typedef struct PredictInfo {
+    int64_t dim[3];
+    int     n_structures, n_slices, n_found;   /* n_found: structures with any voxel */
+    double  seconds;
+} PredictInfo;
+
+/* The whole `segeval predict`: OUT_DIR/segmentation.nii.gz (uint8 labels when C <= 255,
+ * else uint16; label = channel + 1, 0 = background; where channels overlap, the most
+ * probable wins), optional per-structure masks (each channel thresholded on its own, so
+ * they may overlap) and statistics.json ({"name": {"volume_ml", "mean_hu", "voxels"}}). */
+int  predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir, const PredictOptions *o,
+                PredictInfo *info);
+
+/* Inverse of the cache's slice resampling, exposed for tests: probabilities prob
+ * (size x size) -> out (sh x sw), bilinear with src = (dst + 0.5) * size / n - 0.5
+ * clamped to the grid, per axis. */
+void predict_unresample(const float *prob, int size, float *out, int sh, int sw);
+
+#endif

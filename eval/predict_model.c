@@ -1,0 +1,74 @@
+/* eval/predict_model.c : a segtrain checkpoint (train/ckpt.h) as an inference model:
+ * the U-Net, its structure names, training size and HU window. */
+#include "ckpt.h"
+#include "err.h"
+#include "predict.h"
+#include "unet.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct PredictModel {
+    Unet    *net;
+    CkptInfo info;
+    int      size, max_batch;
+    float   *x;            /* max_batch x size x size normalised input */
+    char     desc[256];
+};
+
+int predict_model_open(const char *checkpoint, int size, int max_batch, int threads, PredictModel **out)
+{
+    *out = NULL;
+    PredictModel *m = calloc(1, sizeof *m);
+    if (!m) return seg_err(SEG_ENOMEM, "model");
+    int rc = ckpt_read_info(checkpoint, &m->info);
+    if (rc < 0) { free(m); return rc; }
+    m->size = size > 0 ? size : m->info.size > 0 ? m->info.size : 256;
+    m->max_batch = max_batch > 0 ? max_batch : 1;
+    if (!(m->info.hu_hi > m->info.hu_lo)) { m->info.hu_lo = -1000.f; m->info.hu_hi = 1000.f; }
+    rc = unet_create(&m->info.cfg, m->max_batch, m->size, m->size, threads, &m->net);
+    if (rc < 0) rc = seg_err(rc, "%s: model for %dx%d slices: %s", checkpoint, m->size, m->size, seg_errmsg());
+    if (rc == SEG_OK) rc = ckpt_load_model(checkpoint, m->net);
+    if (rc == SEG_OK && !(m->x = malloc(sizeof(float) * (size_t)m->max_batch * m->size * m->size)))
+        rc = seg_err(SEG_ENOMEM, "model input of %d slices", m->max_batch);
+    if (rc < 0) { predict_model_close(m); return rc; }
+    const UnetConfig *c = &m->info.cfg;
+    int k = snprintf(m->desc, sizeof m->desc, "U-Net ");
+    for (int i = 0; i < c->n_levels && k < (int)sizeof m->desc; i++)
+        k += snprintf(m->desc + k, sizeof m->desc - (size_t)k, "%s%d", i ? "-" : "", c->features[i]);
+    if (k < (int)sizeof m->desc)
+        snprintf(m->desc + k, sizeof m->desc - (size_t)k, ", %d classes, %dx%d (trained at %d), epoch %d, HU [%g, %g]",
+                 c->n_classes, m->size, m->size, m->info.size, m->info.epoch, m->info.hu_lo, m->info.hu_hi);
+    *out = m;
+    return SEG_OK;
+}
+
+void predict_model_close(PredictModel *m)
+{
+    if (!m) return;
+    unet_free(m->net);
+    ckpt_info_free(&m->info);
+    free(m->x);
+    free(m);
+}
+
+int predict_model_size(const PredictModel *m) { return m->size; }
+int predict_model_n_classes(const PredictModel *m) { return m->info.cfg.n_classes; }
+const LabelList *predict_model_labels(const PredictModel *m) { return m->info.labels.n ? &m->info.labels : NULL; }
+const char *predict_model_desc(const PredictModel *m) { return m->desc; }
+
+int predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float **logits)
+{
+    if (n < 1 || n > m->max_batch) return seg_err(SEG_EARG, "model: batch of %d (1..%d)", n, m->max_batch);
+    /* the training input: HU clipped to the checkpoint's window, scaled to [-1, 1] (train/loader.c) */
+    const float lo = m->info.hu_lo, hi = m->info.hu_hi, sc = 2.0f / (hi - lo);
+    const size_t nv = (size_t)n * m->size * m->size;
+    for (size_t i = 0; i < nv; i++) {
+        float v = hu[i];
+        v = v < lo ? lo : v > hi ? hi : v;
+        m->x[i] = (v - lo) * sc - 1.0f;
+    }
+    TRY(unet_forward(m->net, m->x, n, 0));
+    *logits = unet_logits(m->net);
+    return SEG_OK;
+}

@@ -1,0 +1,390 @@
+/* eval/segeval.c : the segeval command line: eval (default) | predict | compare. */
+#define _POSIX_C_SOURCE 200809L
+#include "cache.h"
+#include "compare.h"
+#include "err.h"
+#include "evaluate.h"
+#include "fsutil.h"
+#include "metrics.h"
+#include "nii.h"
+#include "predict.h"
+#include "progress.h"
+#include "report.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+static int g_verbosity = 2;   /* 0 silent 1 errors 2 summary 3 progress 4 debug */
+#define LOG(l, ...) do { if (g_verbosity >= (l)) fprintf(stderr, __VA_ARGS__); } while (0)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"segeval " SEG_VERSION " : score segmentation models and segmentations.\n"
+"\n"
+"usage:\n"
+"  segeval CHECKPOINT CACHE_DIR --out DIR [--split test] [--tag TAG]     evaluate on a cache\n"
+"  segeval predict CHECKPOINT CT.nii.gz OUT_DIR [--per-structure] [--statistics]\n"
+"  segeval compare REF PRED --out DIR [--tag TAG] [--labels FILE]        no model involved\n"
+"\n"
+"eval runs the model over every slice of every subject of the split, binarises at\n"
+"--threshold and scores each subject's 3D stack on the cache's resampled grid.\n"
+"predict writes OUT_DIR/segmentation.nii.gz (multilabel, label = channel + 1) in the\n"
+"input's own grid and affine; --per-structure adds OUT_DIR/segmentations/<name>.nii.gz,\n"
+"--statistics OUT_DIR/statistics.json (volume in mL and mean HU per structure).\n"
+"compare scores PRED against REF; each is a multilabel NIfTI, a folder of per-structure\n"
+"masks (segmentations/), a subject folder, or a dataset folder of subjects / of\n"
+"nnU-Net-style case files (paired by id). Metrics use the files' own voxel spacing.\n"
+"\n"
+"outputs in --out: evaluation_results_TAG.csv, structure_summary_TAG.csv,\n"
+"summary_TAG.json (with nnU-Net summary.json keys), metrics_distribution_TAG.png,\n"
+"structure_ranking_TAG.png, segmentation_visualization_TAG.png, 3d_SUBJECT.html, index.html.\n"
+"\n"
+"metric rules: Dice 2TP/(2TP+FP+FN), IoU TP/(TP+FP+FN); surfaces = voxels removed by a\n"
+"6-connected erosion; exact Euclidean distances in mm; HD95 = max of the two directed\n"
+"95th percentiles; NSD at --nsd-tol mm. Both empty: NaN (left out, counted). Reference\n"
+"empty, prediction not: Dice 0, a false positive on an absent structure. Reference\n"
+"present, prediction empty: Dice 0, NSD 0, HD95 = the volume's diagonal (counted).\n"
+"\n"
+"options:\n"
+"  --out DIR          output folder (eval, compare; created)\n"
+"  --tag TAG          name part of the output files (default: exp / compare)\n"
+"  --split S          test (default), val, train or all (eval)\n"
+"  --threshold P      probability threshold (default 0.5)\n"
+"  --nsd-tol MM       NSD tolerance (default 2.0)\n"
+"  --labels FILE      compare: structure names (label_map.json, names list, dataset.json)\n"
+"  --batch N          slices per forward pass (default 8)\n"
+"  --threads N        compute threads (default: all cores)\n"
+"  --max-3d N         3D pages for the first N subjects (default 3; 0: none)\n"
+"  --decimate MM      3D mesh vertex clustering cell (default 2.0; 0: none)\n"
+"  --overlay-slices N slices in the overlay figure (default 4)\n"
+"  --per-structure    predict: one mask per structure as well\n"
+"  --statistics       predict: statistics.json\n"
+"  --progress         force the progress bar; --no-progress for plain lines\n"
+"  -q, -v             quieter / more verbose\n"
+"  -h, --help         this help;  -V, --version  the version\n"
+"\n"
+"exit status: 0 ok, 1 runtime error, 2 usage error.\n");
+}
+
+typedef struct Args {
+    const char *pos[4];
+    int         npos;
+    const char *out, *tag, *split, *labels;
+    double      threshold, nsd_tol, decimate;
+    int         batch, threads, max_3d, overlay_slices, per_structure, statistics, progress_tty;
+} Args;
+
+static int fail(const char *what, int rc)
+{
+    LOG(1, "segeval: %s: %s\n", what, seg_errmsg()[0] ? seg_errmsg() : seg_strerror(rc));
+    return EXIT_RUNTIME;
+}
+
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    if (!v) { fprintf(stderr, "segeval: %s needs a value\n", flag); return -1; }
+    double x = strtod(v, &end);
+    if (*end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "segeval: %s: '%s' is not a number in %g..%g\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
+{
+    double x;
+    if (parse_num(flag, v, lo, hi, &x) < 0) return -1;
+    if (x != floor(x)) { fprintf(stderr, "segeval: %s: '%s' is not an integer\n", flag, v); return -1; }
+    *out = (int)x;
+    return 0;
+}
+
+/* Threads for the metrics: --threads, else the online cores. */
+static int n_threads(const Args *a)
+{
+    if (a->threads > 0) return a->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* Metrics of one loaded subject into row, then its figures (first subjects only). */
+static int score_subject(ReportRun *run, MetricsWork *w, ReportSubject *s, int j, MetricsResult *row,
+                         const Args *a, const ReportMeshOptions *mo)
+{
+    double t0 = progress_now();
+    TRY(metrics_subject(w, &s->ref, &s->pred, &run->opt, row));
+    run->seconds_metrics += progress_now() - t0;
+    if (j == 0) {
+        int rc = report_png_overlay(run, s, a->overlay_slices);
+        if (rc < 0) return seg_err(rc, "segmentation_visualization: %s", seg_errmsg());
+    }
+    if (j < a->max_3d) {
+        char *name = NULL;
+        int rc = report_html_3d(run, s, row, mo, &name);
+        if (rc < 0) return seg_err(rc, "3D page of %s: %s", s->id, seg_errmsg());
+        run->html_pages[run->n_html++] = name;
+    }
+    return SEG_OK;
+}
+
+static int finish_reports(ReportRun *run)
+{
+    int rc;
+    if ((rc = report_csv(run)) < 0) return seg_err(rc, "csv: %s", seg_errmsg());
+    if ((rc = report_json(run)) < 0) return seg_err(rc, "summary json: %s", seg_errmsg());
+    if ((rc = report_png_charts(run)) < 0) return seg_err(rc, "charts: %s", seg_errmsg());
+    if ((rc = report_html_index(run)) < 0) return seg_err(rc, "index.html: %s", seg_errmsg());
+    return SEG_OK;
+}
+
+static void print_summary(const ReportRun *run)
+{
+    MetricsSummary m;
+    if (metrics_summarize(run->res, run->n_subjects, run->labels->n, -1, &m) < 0) return;
+    printf("segeval %s: %d subjects x %d structures: Dice %.4f (mean over %d pairs with a reference; nnU-Net-style %.4f), "
+           "HD95 %.2f mm, NSD@%.1fmm %.4f, missed %d, false positives on absent %d, both empty %d\n",
+           run->tag, run->n_subjects, run->labels->n, m.dice_mean, m.n_ref_present, m.dice_mean_nnunet, m.hd95_mean,
+           run->opt.nsd_tol_mm, m.nsd_mean, m.n_missed, m.n_fp_absent, m.n_both_empty);
+    printf("reports in %s/ (index.html)\n", run->out_dir);
+}
+
+static void free_run_strings(ReportRun *run)
+{
+    for (int i = 0; i < run->n_html; i++) free(run->html_pages[i]);
+    free(run->html_pages);
+    run->html_pages = NULL;
+    run->n_html = 0;
+}
+
+/* ---- compare ---- */
+
+static int cmd_compare(const Args *a)
+{
+    if (a->npos != 3) { fprintf(stderr, "segeval: usage: segeval compare REF PRED --out DIR\n"); return EXIT_USAGE; }
+    if (!a->out) { fprintf(stderr, "segeval: compare needs --out DIR\n"); return EXIT_USAGE; }
+    ComparePlan plan;
+    int rc = compare_plan(a->pos[1], a->pos[2], a->labels, &plan);
+    if (rc < 0) return fail("compare", rc);
+    LOG(2, "segeval compare: %d subject(s), %d structures (names from %s)\n", plan.n, plan.labels.n, plan.labels_from);
+    if (plan.n_extra_pred) LOG(2, "segeval compare: %d prediction subject(s) without a reference are ignored\n", plan.n_extra_pred);
+    if (plan.n_unknown_files)
+        LOG(2, "segeval compare: %d mask file(s) not in the structure list are ignored (e.g. %s)\n", plan.n_unknown_files,
+            plan.unknown_example);
+    if ((rc = fs_mkdirs(a->out)) < 0) { compare_plan_free(&plan); return fail(a->out, rc); }
+    const int ns = plan.labels.n;
+    ReportRun run;
+    memset(&run, 0, sizeof run);
+    run.out_dir = a->out;
+    run.tag = a->tag ? a->tag : "compare";
+    run.mode = "compare";
+    run.source[0] = "reference"; run.source[1] = a->pos[1];
+    run.source[2] = "prediction"; run.source[3] = a->pos[2];
+    run.threshold = NAN;
+    run.labels = &plan.labels;
+    run.n_subjects = plan.n;
+    metrics_default_options(&run.opt);
+    run.opt.nsd_tol_mm = a->nsd_tol;
+    run.opt.threads = n_threads(a);
+    MetricsResult *res = calloc((size_t)plan.n * (size_t)ns, sizeof *res);
+    run.subjects = calloc((size_t)plan.n, sizeof(char *));
+    const char **rf = calloc((size_t)plan.n, sizeof(char *)), **pf = calloc((size_t)plan.n, sizeof(char *));
+    if (rf && pf)
+        for (int j = 0; j < plan.n; j++) { rf[j] = plan.pairs[j].ref.path; pf[j] = plan.pairs[j].pred.path; }
+    run.ref_files = rf;
+    run.pred_files = pf;
+    run.html_pages = calloc((size_t)(a->max_3d > 0 ? a->max_3d : 1), sizeof(char *));
+    MetricsWork *w = NULL;
+    if (!res || !run.subjects || !run.html_pages) rc = seg_err(SEG_ENOMEM, "compare: results for %d subjects", plan.n);
+    if (rc == SEG_OK) rc = metrics_work_create(&w);
+    run.res = res;
+    ReportMeshOptions mo;
+    report_mesh_default(&mo);
+    mo.decimate_mm = a->decimate;
+    Progress pr;
+    progress_start(&pr, "segeval compare", "subjects", plan.n, g_verbosity >= 2 && plan.n > 1, a->progress_tty);
+    for (int j = 0; j < plan.n && rc == SEG_OK; j++) {
+        run.subjects[j] = plan.pairs[j].id;
+        ReportSubject s;
+        int64_t unknown = 0;
+        rc = compare_load(&plan, j, &s, &unknown);
+        if (rc < 0) { rc = seg_err(rc, "subject %s: %s", plan.pairs[j].id, seg_errmsg()); break; }
+        if (unknown) LOG(2, "segeval compare: %s: %lld voxels carry label values with no structure (ignored)\n", s.id, (long long)unknown);
+        rc = score_subject(&run, w, &s, j, res + (size_t)j * ns, a, &mo);
+        report_subject_free(&s);
+        progress_update(&pr, j + 1, NULL);
+    }
+    if (plan.n > 1) progress_finish(&pr, NULL);
+    if (rc == SEG_OK) rc = finish_reports(&run);
+    if (rc == SEG_OK) print_summary(&run);
+    metrics_work_free(w);
+    free_run_strings(&run);
+    free(run.subjects);
+    free(rf);
+    free(pf);
+    free(res);
+    compare_plan_free(&plan);
+    return rc < 0 ? fail("compare", rc) : EXIT_OK;
+}
+
+/* ---- eval ---- */
+
+static int cmd_eval(const Args *a)
+{
+    if (a->npos != 2) { fprintf(stderr, "segeval: usage: segeval CHECKPOINT CACHE_DIR --out DIR\n"); return EXIT_USAGE; }
+    if (!a->out) { fprintf(stderr, "segeval: evaluation needs --out DIR\n"); return EXIT_USAGE; }
+    int split = -2;
+    if (!strcmp(a->split, "all")) split = -1;
+    else if ((split = cache_split_parse(a->split)) < 0) {
+        fprintf(stderr, "segeval: --split: '%s' is not test, val, train or all\n", a->split);
+        return EXIT_USAGE;
+    }
+    EvaluateOptions eo;
+    evaluate_default_options(&eo);
+    eo.threshold = (float)a->threshold;
+    eo.batch = a->batch;
+    eo.threads = a->threads;
+    Evaluator *ev = NULL;
+    int rc = evaluate_open(a->pos[0], a->pos[1], split, &eo, &ev);
+    if (rc < 0) return fail("eval", rc);
+    const LabelList *labels = evaluate_labels(ev);
+    const int ns = labels->n, nsub = evaluate_n_subjects(ev);
+    LOG(2, "segeval: %d %s subject(s), %d slices, %d structures, model %s\n", nsub, a->split, (int)evaluate_n_slices(ev), ns,
+        evaluate_model_desc(ev));
+    if ((rc = fs_mkdirs(a->out)) < 0) { evaluate_close(ev); return fail(a->out, rc); }
+    ReportRun run;
+    memset(&run, 0, sizeof run);
+    run.out_dir = a->out;
+    run.tag = a->tag ? a->tag : "exp";
+    run.mode = "eval";
+    run.source[0] = "checkpoint"; run.source[1] = a->pos[0];
+    run.source[2] = "cache"; run.source[3] = a->pos[1];
+    run.split = a->split;
+    run.threshold = a->threshold;
+    run.labels = labels;
+    run.n_subjects = nsub;
+    metrics_default_options(&run.opt);
+    run.opt.nsd_tol_mm = a->nsd_tol;
+    run.opt.threads = n_threads(a);
+    MetricsResult *res = calloc((size_t)nsub * (size_t)ns, sizeof *res);
+    run.subjects = calloc((size_t)nsub, sizeof(char *));
+    run.html_pages = calloc((size_t)(a->max_3d > 0 ? a->max_3d : 1), sizeof(char *));
+    MetricsWork *w = NULL;
+    if (!res || !run.subjects || !run.html_pages) rc = seg_err(SEG_ENOMEM, "eval: results for %d subjects", nsub);
+    if (rc == SEG_OK) rc = metrics_work_create(&w);
+    run.res = res;
+    ReportMeshOptions mo;
+    report_mesh_default(&mo);
+    mo.decimate_mm = a->decimate;
+    Progress pr;
+    progress_start(&pr, "segeval", "slices", evaluate_n_slices(ev), g_verbosity >= 2, a->progress_tty);
+    int64_t done = 0;
+    for (int j = 0; j < nsub && rc == SEG_OK; j++) {
+        ReportSubject s;
+        double t0 = progress_now();
+        rc = evaluate_subject(ev, j, &s, &pr, &done);
+        run.seconds_inference += progress_now() - t0;
+        if (rc < 0) break;
+        run.subjects[j] = (char *)evaluate_subject_id(ev, j);
+        run.n_slices += s.ref.nz;
+        rc = score_subject(&run, w, &s, j, res + (size_t)j * ns, a, &mo);
+        report_subject_free(&s);
+    }
+    if (rc == SEG_OK) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "metrics %.2f s", run.seconds_metrics);
+        progress_finish(&pr, extra);
+        LOG(2, "segeval: inference %.2f s (%.2f slices/s), metrics %.2f s (%.1f%% of inference)\n", run.seconds_inference,
+            run.n_slices / (run.seconds_inference > 0 ? run.seconds_inference : 1), run.seconds_metrics,
+            100 * run.seconds_metrics / (run.seconds_inference > 0 ? run.seconds_inference : 1));
+        rc = finish_reports(&run);
+    }
+    if (rc == SEG_OK) print_summary(&run);
+    metrics_work_free(w);
+    free_run_strings(&run);
+    free(run.subjects);
+    free(res);
+    evaluate_close(ev);
+    return rc < 0 ? fail("eval", rc) : EXIT_OK;
+}
+
+/* ---- predict ---- */
+
+static int cmd_predict(const Args *a)
+{
+    if (a->npos != 4) {
+        fprintf(stderr, "segeval: usage: segeval predict CHECKPOINT CT.nii.gz OUT_DIR [--per-structure] [--statistics]\n");
+        return EXIT_USAGE;
+    }
+    PredictOptions po;
+    predict_default_options(&po);
+    po.threshold = (float)a->threshold;
+    po.batch = a->batch;
+    po.threads = a->threads;
+    po.per_structure = a->per_structure;
+    po.statistics = a->statistics;
+    po.verbosity = g_verbosity;
+    po.progress_tty = a->progress_tty;
+    PredictInfo info;
+    int rc = predict_ct(a->pos[1], a->pos[2], a->pos[3], &po, &info);
+    if (rc < 0) return fail("predict", rc);
+    printf("segeval predict: %s -> %s/segmentation.nii.gz (%lldx%lldx%lld, %d structures, %d slices in %.2f s, "
+           "%d structures found)\n", a->pos[2], a->pos[3], (long long)info.dim[0], (long long)info.dim[1],
+           (long long)info.dim[2], info.n_structures, info.n_slices, info.seconds, info.n_found);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    Args a;
+    memset(&a, 0, sizeof a);
+    a.split = "test";
+    a.threshold = 0.5;
+    a.nsd_tol = 2.0;
+    a.decimate = 2.0;
+    a.batch = 8;
+    a.max_3d = 3;
+    a.overlay_slices = 4;
+    a.progress_tty = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) { usage(stdout); return EXIT_OK; }
+        else if (!strcmp(s, "-V") || !strcmp(s, "--version")) { printf("segeval %s\n", SEG_VERSION); return EXIT_OK; }
+        else if (!strcmp(s, "-q")) g_verbosity--;
+        else if (!strcmp(s, "-v")) g_verbosity++;
+        else if (!strcmp(s, "--per-structure")) a.per_structure = 1;
+        else if (!strcmp(s, "--statistics")) a.statistics = 1;
+        else if (!strcmp(s, "--progress")) a.progress_tty = 1;
+        else if (!strcmp(s, "--no-progress")) a.progress_tty = 0;
+        else if (!strcmp(s, "--out")) { if (!next) goto missing; a.out = next; i++; }
+        else if (!strcmp(s, "--tag")) { if (!next) goto missing; a.tag = next; i++; }
+        else if (!strcmp(s, "--split")) { if (!next) goto missing; a.split = next; i++; }
+        else if (!strcmp(s, "--labels")) { if (!next) goto missing; a.labels = next; i++; }
+        else if (!strcmp(s, "--threshold")) { if (parse_num(s, next, 1e-6, 1 - 1e-6, &a.threshold) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--nsd-tol")) { if (parse_num(s, next, 0, 1e6, &a.nsd_tol) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--decimate")) { if (parse_num(s, next, 0, 1e3, &a.decimate) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--batch")) { if (parse_int(s, next, 1, 1024, &a.batch) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--threads")) { if (parse_int(s, next, 1, 256, &a.threads) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--max-3d")) { if (parse_int(s, next, 0, 10000, &a.max_3d) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--overlay-slices")) { if (parse_int(s, next, 1, 12, &a.overlay_slices) < 0) return EXIT_USAGE; i++; }
+        else if (s[0] == '-' && s[1]) { fprintf(stderr, "segeval: unknown option '%s' (see segeval --help)\n", s); return EXIT_USAGE; }
+        else if (a.npos < 4) a.pos[a.npos++] = s;
+        else { fprintf(stderr, "segeval: too many arguments (see segeval --help)\n"); return EXIT_USAGE; }
+        continue;
+    missing:
+        fprintf(stderr, "segeval: %s needs a value\n", s);
+        return EXIT_USAGE;
+    }
+    if (a.npos == 0) { usage(stderr); return EXIT_USAGE; }
+    if (a.tag && (!a.tag[0] || strchr(a.tag, '/'))) { fprintf(stderr, "segeval: --tag must be a non-empty name without '/'\n"); return EXIT_USAGE; }
+    if (!strcmp(a.pos[0], "compare")) return cmd_compare(&a);
+    if (!strcmp(a.pos[0], "predict")) return cmd_predict(&a);
+    if (!strcmp(a.pos[0], "eval")) { for (int i = 1; i < a.npos; i++) a.pos[i - 1] = a.pos[i]; a.npos--; }
+    return cmd_eval(&a);
+}
