@@ -1,0 +1,271 @@
+/* tests/test_loader.c : the batch loader over a small synthetic cache written with the
+ * cache writer: sample selection and order, HU normalisation, packed targets bit-exact,
+ * seeded shuffles that are permutations and do not depend on the thread count, the
+ * evenly spaced --limit-slices subset, abandoning an epoch, a corrupt record reported
+ * with its subject and slice, and augmentation invariants (left/right labels follow a
+ * left-right flip; identical output for 1 and 3 threads). */
+#include "cache.h"
+#include "err.h"
+#include "loader.h"
+#include "testutil.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define S 32
+#define C 5
+static const char *NAMES[C] = { "kidney_left", "kidney_right", "liver", "rib_left_1", "rib_right_1" };
+static const struct { const char *id; int split, n; } SUBJ[] = {
+    { "a", CACHE_SPLIT_TRAIN, 10 }, { "b", CACHE_SPLIT_TRAIN, 7 }, { "c", CACHE_SPLIT_VAL, 4 }, { "d", CACHE_SPLIT_TEST, 3 },
+};
+
+static int16_t hu_of(int si, int z, int x, int y) { return (int16_t)(x == 0 && y == 0 ? si * 100 + z : x * 7 - y * 3); }
+
+/* Expected mask bit of channel c at (x, y) in slice z. */
+static int mask_of(int c, int z, int x, int y)
+{
+    switch (c) {
+    case 0: return x >= 20 && x < 28 && y >= 10 && y < 20;          /* kidney_left: patient left = high columns */
+    case 1: return x >= 4 && x < 12 && y >= 10 && y < 20;
+    case 2: return z % 2 == 0 && x >= 18 && x < 30 && y >= 2 && y < 8;
+    case 4: return z == 3 && x >= 1 && x < 3 && y >= 25 && y < 30;
+    default: return 0;                                               /* rib_left_1: absent everywhere */
+    }
+}
+
+static int build_cache(const char *dir)
+{
+    LabelList labels;
+    CacheWriter *w;
+    TRY(labels_from_names(NAMES, C, &labels));
+    int rc = cache_writer_open(dir, S, &labels, &w);
+    labels_free(&labels);
+    if (rc < 0) return rc;
+    ZSTD_CCtx *z = ZSTD_createCCtx();
+    static uint8_t planes[C][S * S / 8];
+    int16_t img[S * S];
+    for (int si = 0; si < 4 && rc == SEG_OK; si++) {
+        CacheRecord recs[16];
+        for (int k = 0; k < SUBJ[si].n && rc == SEG_OK; k++) {
+            const uint8_t *pp[C];
+            for (int y = 0; y < S; y++)
+                for (int x = 0; x < S; x++) img[y * S + x] = hu_of(si, k, x, y);
+            for (int c = 0; c < C; c++) {
+                memset(planes[c], 0, sizeof planes[c]);
+                int any = 0;
+                for (int p = 0; p < S * S; p++)
+                    if (mask_of(c, k, p % S, p / S)) { planes[c][p >> 3] |= (uint8_t)(1u << (p & 7)); any = 1; }
+                pp[c] = any ? planes[c] : NULL;
+            }
+            rc = cache_encode_slice(z, 3, S, C, img, pp, &recs[k]);
+        }
+        if (si == 3 && rc == SEG_OK) ((uint8_t *)recs[1].data)[recs[1].size - 1] ^= 0x55;   /* d slice 1: bad checksum */
+        CacheSubject s;
+        memset(&s, 0, sizeof s);
+        snprintf(s.id, sizeof s.id, "%s", SUBJ[si].id);
+        s.split = SUBJ[si].split;
+        s.n_slices = SUBJ[si].n;
+        for (int k = 0; k < 3; k++) {   /* a plausible identity geometry: the reader checks it */
+            s.dim[k] = s.canon_dim[k] = k < 2 ? S : SUBJ[si].n;
+            s.perm[k] = k;
+            s.spacing[k] = s.res_spacing[k] = 1;
+        }
+        for (int k = 0; k < 4; k++) s.affine[k][k] = s.canon_affine[k][k] = s.res_affine[k][k] = 1;
+        if (rc == SEG_OK) rc = cache_writer_put_subject(w, &s, recs);
+        for (int k = 0; k < SUBJ[si].n; k++) free(recs[k].data);
+    }
+    ZSTD_freeCCtx(z);
+    cache_writer_close(w);
+    return rc;
+}
+
+static int bit(const uint8_t *plane, int p) { return (plane[p >> 3] >> (p & 7)) & 1; }
+static int present(const uint8_t *pres, int c) { return (pres[c >> 3] >> (c & 7)) & 1; }
+
+/* FNV-1a over an epoch's batches: images and the planes of present channels only. */
+static uint64_t epoch_hash(Loader *l, int epoch, int *n_batches, int *ids, int *n_ids)
+{
+    uint64_t h = 1469598103934665603ull;
+    LoaderBatch b;
+    *n_batches = 0;
+    if (n_ids) *n_ids = 0;
+    if (loader_start_epoch(l, epoch) < 0) return 0;
+    int rc;
+    while ((rc = loader_next(l, &b)) == 1) {
+        (*n_batches)++;
+        for (int i = 0; i < b.n; i++) {
+            const uint8_t *p = (const uint8_t *)(b.img + (size_t)i * S * S);
+            for (size_t k = 0; k < S * S * 4; k++) h = (h ^ p[k]) * 1099511628211ull;
+            const uint8_t *pres = b.presence + i;
+            for (int c = 0; c < C; c++) {
+                h = (h ^ (uint64_t)present(pres, c)) * 1099511628211ull;
+                if (!present(pres, c)) continue;
+                const uint8_t *pl = b.bits + ((size_t)i * C + c) * (S * S / 8);
+                for (int k = 0; k < S * S / 8; k++) h = (h ^ pl[k]) * 1099511628211ull;
+            }
+            if (ids) ids[(*n_ids)++] = (int)lrintf((b.img[(size_t)i * S * S] + 1.0f) * 32767.5f - 32768.0f);
+        }
+    }
+    return rc < 0 ? 0 : h;
+}
+
+int main(void)
+{
+    char dir[] = "/tmp/test_loader.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "temp dir %s", dir);
+    int rc = build_cache(dir);
+    CHECK(rc == 0, "synthetic cache: %s", rc ? seg_errmsg() : "4 subjects");
+    CacheReader *r = NULL;
+    rc = cache_open(dir, &r);
+    CHECK(rc == 0, "cache_open: %s", rc ? seg_errmsg() : "ok");
+    if (!r) return t_report("test_loader");
+
+    LoaderOptions o;
+    loader_default_options(&o);
+    o.batch_size = 4;
+    o.hu_lo = -32768;
+    o.hu_hi = 32767;
+    Loader *l = NULL;
+    rc = loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l);
+    CHECK(rc == 0 && l, "loader_create (train)");
+    if (!l) return t_report("test_loader");
+    CHECK(loader_n_samples(l) == 17 && loader_n_batches(l) == 5, "17 train slices in 5 batches of <= 4");
+    CHECK(loader_lr_partner(l, 0) == 1 && loader_lr_partner(l, 1) == 0 && loader_lr_partner(l, 2) == 2 &&
+          loader_lr_partner(l, 3) == 4 && loader_lr_partner(l, 4) == 3, "left/right partners from the names");
+
+    /* unshuffled: cache order, exact values and bits */
+    LoaderBatch b;
+    int pos = 0, vals_ok = 1, bits_ok = 1, pres_ok = 1, last_n = 0;
+    CHECK(loader_start_epoch(l, 0) == 0, "start epoch 0");
+    while ((rc = loader_next(l, &b)) == 1) {
+        last_n = b.n;
+        for (int i = 0; i < b.n; i++, pos++) {
+            int si = pos < 10 ? 0 : 1, z = pos < 10 ? pos : pos - 10;
+            const float *img = b.img + (size_t)i * S * S;
+            for (int p = 0; p < S * S && vals_ok; p++) {
+                float want = ((float)hu_of(si, z, p % S, p / S) + 32768.0f) * (2.0f / 65535.0f) - 1.0f;
+                if (fabsf(img[p] - want) > 1e-6f) { vals_ok = 0; printf("  sample %d pixel %d: %g, want %g\n", pos, p, img[p], want); }
+            }
+            for (int c = 0; c < C; c++) {
+                int want_present = 0;
+                for (int p = 0; p < S * S; p++) want_present |= mask_of(c, z, p % S, p / S);
+                if (present(b.presence + i, c) != want_present) pres_ok = 0;
+                if (!want_present) continue;
+                const uint8_t *pl = b.bits + ((size_t)i * C + c) * (S * S / 8);
+                for (int p = 0; p < S * S; p++)
+                    if (bit(pl, p) != mask_of(c, z, p % S, p / S)) { bits_ok = 0; break; }
+            }
+        }
+    }
+    CHECK(rc == 0 && pos == 17 && last_n == 1, "epoch ends after 17 samples (last batch of 1)");
+    CHECK(vals_ok, "HU normalised: (clip(hu) - lo) * 2 / (hi - lo) - 1, cache order");
+    CHECK(pres_ok && bits_ok, "presence bitmap and present planes bit-exact");
+    CHECK(loader_next(l, &b) == 0, "further calls keep saying 'epoch done'");
+
+    /* shuffled: permutations, seeded, independent of the thread count */
+    loader_free(l);
+    o.shuffle = 1;
+    o.seed = 7;
+    int ids[3][17], nid[3], nb;
+    uint64_t h1[3], h3[3];
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "loader, shuffled, 1 thread");
+    for (int e = 0; e < 3; e++) h1[e] = epoch_hash(l, e + 1, &nb, ids[e], &nid[e]);
+    int perm_ok = 1;
+    for (int e = 0; e < 3; e++) {
+        int seen[2][10] = { { 0 } };
+        for (int k = 0; k < nid[e]; k++) seen[ids[e][k] / 100][ids[e][k] % 100]++;
+        for (int k = 0; k < 17; k++) perm_ok &= seen[k < 10 ? 0 : 1][k < 10 ? k : k - 10] == 1;
+    }
+    CHECK(perm_ok && nid[0] == 17, "every epoch visits each slice exactly once");
+    CHECK(memcmp(ids[0], ids[1], sizeof ids[0]) && memcmp(ids[1], ids[2], sizeof ids[0]), "epochs differ in order");
+    CHECK(epoch_hash(l, 2, &nb, NULL, NULL) == h1[1], "the same epoch again gives the same batches");
+    /* abandon an epoch half way, then run another */
+    loader_start_epoch(l, 1);
+    loader_next(l, &b);
+    CHECK(epoch_hash(l, 3, &nb, NULL, NULL) == h1[2], "abandoning an epoch leaves the next one intact");
+    loader_free(l);
+    o.threads = 3;
+    o.prefetch = 4;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "loader, shuffled, 3 threads");
+    for (int e = 0; e < 3; e++) h3[e] = epoch_hash(l, e + 1, &nb, NULL, NULL);
+    CHECK(!memcmp(h1, h3, sizeof h1), "3 threads give the same batches as 1");
+    loader_free(l);
+
+    /* --limit-slices: evenly spaced, in cache order */
+    o.shuffle = 0;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 5, &o, &l) == 0 && loader_n_samples(l) == 5, "5-slice subset");
+    epoch_hash(l, 0, &nb, ids[0], &nid[0]);
+    CHECK(nid[0] == 5 && ids[0][0] == 0 && ids[0][1] == 3 && ids[0][2] == 6 && ids[0][3] == 100 && ids[0][4] == 103,
+          "subset a0 a3 a6 b0 b3: %d %d %d %d %d", ids[0][0], ids[0][1], ids[0][2], ids[0][3], ids[0][4]);
+    loader_free(l);
+
+    /* val split; a corrupt record is reported with subject and slice */
+    CHECK(loader_create(r, CACHE_SPLIT_VAL, 0, &o, &l) == 0 && loader_n_samples(l) == 4, "val split: 4 slices");
+    loader_free(l);
+    CHECK(loader_create(r, CACHE_SPLIT_TEST, 0, &o, &l) == 0, "test split loader");
+    loader_start_epoch(l, 0);
+    while ((rc = loader_next(l, &b)) == 1) {}
+    CHECK(rc == SEG_EFORMAT && strstr(seg_errmsg(), "d") && strstr(seg_errmsg(), "1"), "corrupt record -> SEG_EFORMAT: %s", seg_errmsg());
+    loader_free(l);
+    CHECK(loader_create(r, 42, 0, &o, &l) == 0 && loader_n_samples(l) == 0 && loader_n_batches(l) == 0, "a split with no subjects is empty");
+    if (l) { loader_start_epoch(l, 0); CHECK(loader_next(l, &b) == 0, "and its epoch ends at once"); }
+    loader_free(l);
+    o.batch_size = 0;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == SEG_EARG, "batch size 0 refused");
+    o.batch_size = 4;
+    o.hu_hi = o.hu_lo;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == SEG_EARG, "empty HU window refused");
+
+    /* augmentation */
+    o.hu_lo = -32768;
+    o.hu_hi = 32767;
+    o.aug = 1;
+    o.shuffle = 1;
+    o.threads = 1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "loader with augmentation");
+    int flips[2] = { 0, 0 }, consistent = 1, sides_ok = 1, n_checked = 0;
+    for (int e = 1; e <= 4; e++) {
+        loader_start_epoch(l, e);
+        while (loader_next(l, &b) == 1) {
+            for (int i = 0; i < b.n; i++) {
+                const float *img = b.img + (size_t)i * S * S;
+                /* hu = 7x - 3y: the sign of the row's slope tells a left-right flip */
+                double slope = 0;
+                for (int x = 8; x < 24; x++) slope += img[16 * S + x + 1] - img[16 * S + x];
+                int flipped = slope < 0;
+                flips[flipped]++;
+                /* kidney_right must stay on the low-column side, kidney_left on the high side,
+                 * whatever the flip; liver (no partner) moves with the flip */
+                double cx[C] = { 0 }, cn[C] = { 0 };
+                for (int c = 0; c < C; c++) {
+                    if (!present(b.presence + i, c)) continue;
+                    const uint8_t *pl = b.bits + ((size_t)i * C + c) * (S * S / 8);
+                    for (int p = 0; p < S * S; p++) if (bit(pl, p)) { cx[c] += p % S; cn[c]++; }
+                }
+                if (!cn[0] || !cn[1]) { sides_ok = 0; continue; }
+                sides_ok &= cx[0] / cn[0] > S / 2.0 && cx[1] / cn[1] < S / 2.0;
+                if (cn[2] > 0) { consistent &= (cx[2] / cn[2] < S / 2.0) == flipped; n_checked++; }
+            }
+        }
+    }
+    CHECK(flips[0] > 5 && flips[1] > 5, "both flip states occur (%d plain, %d flipped)", flips[0], flips[1]);
+    CHECK(sides_ok, "kidney_left stays on the patient's left, kidney_right on the right (labels swap with the flip)");
+    CHECK(consistent && n_checked > 10, "unpaired liver moves with the image (%d checks)", n_checked);
+    uint64_t a1 = epoch_hash(l, 9, &nb, NULL, NULL);
+    loader_free(l);
+    o.threads = 3;
+    o.prefetch = 5;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "augmenting loader, 3 threads");
+    CHECK(epoch_hash(l, 9, &nb, NULL, NULL) == a1 && a1 != 0, "augmentation identical with 3 threads");
+    loader_free(l);
+
+    cache_close(r);
+    char p[256];
+    snprintf(p, sizeof p, "%s/data.mdb", dir); unlink(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", dir); unlink(p);
+    snprintf(p, sizeof p, "%s/label_map.json", dir); unlink(p);
+    rmdir(dir);
+    return t_report("test_loader");
+}
