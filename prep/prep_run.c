@@ -115,6 +115,10 @@ static int choose_labels(const char *dataset, const char *first, const PrepOptio
     return rc;
 }
 
+/* Below this many subjects a hash split would leave train or val empty or nearly so:
+ * without a split file, such datasets go to train whole. */
+#define SMALL_DATASET 10
+
 typedef struct Failure { char id[CACHE_ID_MAX]; char msg[600]; } Failure;
 
 int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st)
@@ -181,6 +185,11 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         if (srt == SEG_OK) {
             snprintf(geo.id, sizeof geo.id, "%s", id);
             int sp = have_split ? split_lookup(&split, id) : -1;
+            if (sp < 0 && !have_split && subs.n < SMALL_DATASET) {
+                if (!warned_split++ && o->verbosity >= 2)
+                    fprintf(stderr, "segprep: note: %d subjects and no meta.csv: all go to the train split\n", subs.n);
+                sp = CACHE_SPLIT_TRAIN;
+            }
             if (sp < 0) {
                 if (have_split && !warned_split++ && o->verbosity >= 2)
                     fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
