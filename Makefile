@@ -1,9 +1,10 @@
 # segkit Makefile.
 #   make            build bin/segprep, bin/segtrain, bin/segeval, bin/synthct
 #   make demo       install missing packages, build, run the phantom demo end to end
-#   make test       install missing packages, build, run every test (prints "N passed, N failed")
+#   make test       install missing packages, build, run every test, then again under ASan+UBSan
+#                   (each pass ends with "N passed, N failed")
 #   make check      the quick unit tests only
-#   make test-asan  the test suite under AddressSanitizer + UBSan (build in build-asan/)
+#   make test-asan  only the sanitizer pass (build in build-asan/, bin-asan/)
 #   make bench      benchmarks, JSON on stdout
 #   make fuzz       libFuzzer targets for a fixed budget (clang)
 # Options:
@@ -65,7 +66,8 @@ BENCH_BINS:= $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC))
 
-.PHONY: all deps deps-test demo test check test-asan bench fuzz clean
+.PHONY: all deps deps-test demo test check test-asan asan-run bench fuzz clean
+.SECONDARY:
 all: $(PROGS) $(TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS)
 
 $(BUILD)/%.o: %.c
@@ -115,10 +117,15 @@ check: deps-test
 test: deps-test
 	@$(MAKE) --no-print-directory all
 	@tests/run_tests.sh
+	@echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@$(MAKE) --no-print-directory asan-run
 
 test-asan: deps-test
+	@$(MAKE) --no-print-directory asan-run
+
+asan-run:
 	@$(MAKE) --no-print-directory all SAN=1 GPU=0 BUILD=build-asan BIN=bin-asan
-	@SEGKIT_BIN=bin-asan SEGKIT_BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run_tests.sh
+	@SEGKIT_BIN=bin-asan SEGKIT_BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run_tests.sh
 
 bench: deps-test
 	@$(MAKE) --no-print-directory all

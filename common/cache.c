@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <zstd.h>
 
 #define CACHE_MAGIC "segkit-cache"
@@ -580,9 +581,13 @@ int cache_writer_put_subject(CacheWriter *w, CacheSubject *s, const CacheRecord 
         w->mapsize = grow;
     }
     free(json);
-    if (e == ENOSPC || e == EIO || e == EDQUOT)
+    if (e == ENOSPC || e == EIO || e == EDQUOT) {
+        /* LMDB reports a failed page write as EIO: say when it is really a full disk */
+        struct statvfs fs;
+        int full = e == ENOSPC || (statvfs(w->dir, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < 2.0 * need);
         return seg_err(SEG_EIO, "%s: writing subject %s: %s (the cache keeps every subject committed before)",
-                       w->dir, s->id, mdb_strerror(e));
+                       w->dir, s->id, full ? "no space left on device" : mdb_strerror(e));
+    }
     if (e) return seg_err(SEG_EDB, "%s: writing subject %s: %s", w->dir, s->id, mdb_strerror(e));
     w->next_index++;
     return SEG_OK;

@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config zlib1g-dev libzstd-dev liblmdb-dev libopenblas-dev libcjson-dev libpng-dev)
 if [ "${1:-}" = test ]; then
-    pkgs+=(python3 python3-numpy python3-nibabel python3-lmdb python3-zstandard python3-scipy)
+    pkgs+=(python3 python3-numpy python3-nibabel python3-lmdb python3-zstandard python3-scipy chromium clang)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
