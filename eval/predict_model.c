@@ -1,6 +1,7 @@
 /* eval/predict_model.c : a segtrain checkpoint (train/ckpt.h) as an inference model:
  * the U-Net, its structure names, training size and HU window. */
 #include "ckpt.h"
+#include "loader.h"
 #include "err.h"
 #include "predict.h"
 #include "unet.h"
@@ -60,14 +61,8 @@ const char *predict_model_desc(const PredictModel *m) { return m->desc; }
 int predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float **logits)
 {
     if (n < 1 || n > m->max_batch) return seg_err(SEG_EARG, "model: batch of %d (1..%d)", n, m->max_batch);
-    /* the training input: HU clipped to the checkpoint's window, scaled to [-1, 1] (train/loader.c) */
-    const float lo = m->info.hu_lo, hi = m->info.hu_hi, sc = 2.0f / (hi - lo);
-    const size_t nv = (size_t)n * m->size * m->size;
-    for (size_t i = 0; i < nv; i++) {
-        float v = hu[i];
-        v = v < lo ? lo : v > hi ? hi : v;
-        m->x[i] = (v - lo) * sc - 1.0f;
-    }
+    /* the training input: HU clipped to the checkpoint's window, scaled to [-1, 1] */
+    loader_normalise_hu(hu, m->x, (size_t)n * m->size * m->size, m->info.hu_lo, m->info.hu_hi);
     TRY(unet_forward(m->net, m->x, n, 0));
     *logits = unet_logits(m->net);
     return SEG_OK;

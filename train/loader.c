@@ -224,9 +224,9 @@ int loader_lr_partner(const Loader *l, int c) { return c >= 0 && c < l->C ? l->l
 
 /* ---- one sample ---- */
 
-static void normalise(const Loader *l, const int16_t *hu, float *dst, size_t n)
+void loader_normalise_hu(const int16_t *hu, float *dst, size_t n, float lo, float hi)
 {
-    const float lo = l->o.hu_lo, hi = l->o.hu_hi, sc = 2.0f / (hi - lo);
+    const float sc = 2.0f / (hi - lo);
     for (size_t i = 0; i < n; i++) {
         float v = hu[i];
         v = v < lo ? lo : v > hi ? hi : v;
@@ -246,7 +246,7 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos)
     uint8_t *bits = s->bits + (size_t)i * C * l->plane, *pres = s->pres + (size_t)i * l->pbytes;
     if (!l->o.aug) {
         TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, bits, pres, 0));
-        normalise(l, w->hu, img, HW);
+        loader_normalise_hu(w->hu, img, HW, l->o.hu_lo, l->o.hu_hi);
         return SEG_OK;
     }
     TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, w->bits, w->pres, 0));

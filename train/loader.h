@@ -60,4 +60,8 @@ int  loader_next(Loader *l, LoaderBatch *b);
 /* Channel c's mirror under a left-right flip (kidney_left <-> kidney_right), else c. */
 int  loader_lr_partner(const Loader *l, int c);
 
+/* The model input: HU clipped to [lo, hi] and scaled linearly to [-1, 1]. segeval uses it
+ * too, so training and inference can never normalise differently. */
+void loader_normalise_hu(const int16_t *hu, float *dst, size_t n, float lo, float hi);
+
 #endif
