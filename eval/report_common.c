@@ -1,6 +1,7 @@
 /* eval/report_common.c : subject cleanup, colours, readable names and the text buffer
  * the report writers share. */
 #include "report.h"
+#include "plot.h"
 #include "err.h"
 #include "fsutil.h"
 #include <math.h>
@@ -20,22 +21,9 @@ void report_subject_free(ReportSubject *s)
 
 void report_color(int s, uint8_t rgb[3])
 {
-    /* golden-angle hues; saturation and value cycle so that neighbours differ twice over */
-    double h = fmod(s * 137.50776405, 360.0) / 60.0;
-    double sat = (s % 3 == 0) ? 0.85 : (s % 3 == 1) ? 0.65 : 0.75;
-    double val = (s % 2 == 0) ? 0.95 : 0.80;
-    int i = (int)h;
-    double f = h - i, p = val * (1 - sat), q = val * (1 - sat * f), t = val * (1 - sat * (1 - f));
-    double r, g, b;
-    switch (i % 6) {
-    case 0: r = val; g = t; b = p; break;
-    case 1: r = q; g = val; b = p; break;
-    case 2: r = p; g = val; b = t; break;
-    case 3: r = p; g = q; b = val; break;
-    case 4: r = t; g = p; b = val; break;
-    default: r = val; g = p; b = q; break;
-    }
-    rgb[0] = (uint8_t)lround(r * 255); rgb[1] = (uint8_t)lround(g * 255); rgb[2] = (uint8_t)lround(b * 255);
+    /* one colour per structure everywhere: the PNG overlays and the 3D page agree */
+    const PlotColor c = plot_label_color(s);
+    rgb[0] = c.r; rgb[1] = c.g; rgb[2] = c.b;
 }
 
 const char *report_pretty_name(const char *name, char *buf, int n)
