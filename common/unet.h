@@ -62,7 +62,9 @@ const float *unet_logits(const Unet *m);
 /* Packed targets: for sample n and channel c, bits + (n*C + c)*(H*W/8) is the bit plane
  * (pixel p = y*W + x is bit p&7 of byte p>>3, LSB first); presence + n*((C+7)/8) has bit c
  * set when plane c is non-empty (absent planes may hold garbage and are treated as 0).
- * BCE-with-logits, mean over N*C*H*W; also stores d loss/d logits for unet_backward. */
+ * BCE-with-logits, mean over N*C*H*W (N = the last forward's batch, else NaN and SEG_EARG in
+ * seg_errmsg). Keeps a copy of the targets: unet_backward forms d loss/d logits from them
+ * tile by tile (never stored as a float tensor), so the caller may reuse its buffers. */
 float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N);
 /* Backward of the last forward(train=1) + loss: overwrites the grads. */
 int   unet_backward(Unet *m);
@@ -78,5 +80,13 @@ void  unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presen
 
 /* Forward FLOPs per H x W sample (2 x MACs of convs and transposed convs). */
 double unet_flops_per_sample(const Unet *m);
+
+/* Bytes of the model's buffer arena (parameters, Adam state, activations, gradients),
+ * all mapped and touched by unet_create. */
+size_t unet_memory_bytes(const Unet *m);
+/* Per-phase wall-clock accounting (bench_unet --profile): enable (and reset) or disable;
+ * unet_profile fills up to max (name, seconds) pairs summed since enabling; returns the count. */
+void   unet_profile_enable(Unet *m, int on);
+int    unet_profile(const Unet *m, const char **names, double *seconds, int max);
 
 #endif
