@@ -40,6 +40,12 @@ else
   GPU ?= 0
 endif
 CU_SRC := $(wildcard common/nn/*.cu)
+ifeq ($(CU_SRC),)
+  ifeq ($(GPU),1)
+    $(info [segkit] CUDA toolkit found at $(CUDA_HOME), but this version has no GPU backend sources: CPU build)
+  endif
+  override GPU := 0
+endif
 ifeq ($(GPU),1)
   ifneq ($(SAN),1)
     NVCC      := $(CUDA_HOME)/bin/nvcc
@@ -51,7 +57,9 @@ ifeq ($(GPU),1)
     LDLIBS    += -lcudnn -lcublas -lcudart -lstdc++
   endif
 endif
-$(info $(if $(filter 1,$(GPU)),[segkit] CUDA backend: on ($(CUDA_HOME)),[segkit] CUDA backend: off (CPU/OpenBLAS only; GPU=1 to force)))
+ifneq ($(CU_SRC),)
+  $(info $(if $(filter 1,$(GPU)),[segkit] CUDA backend: on ($(CUDA_HOME)),[segkit] CUDA backend: off (CPU/OpenBLAS only; GPU=1 to force)))
+endif
 
 # ---- sources -----------------------------------------------------------------
 MAINS     := prep/segprep.c train/segtrain.c eval/segeval.c tools/synthct.c
