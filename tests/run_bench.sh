@@ -22,4 +22,18 @@ emit() {   # name, command...
 [ -x "$BUILD/tests/bench_unet" ] && emit unet "$BUILD/tests/bench_unet" $([ "$q" = 1 ] && echo --steps 2)
 [ -x "$BUILD/tests/bench_loader" ] && emit loader "$BUILD/tests/bench_loader"
 [ -x "$BUILD/tests/bench_eval" ] && emit eval "$BUILD/tests/bench_eval"
-printf '{\n' ; cat "$out"; printf '\n}\n'
+[ "${BENCH_NO_PEER:-0}" = 1 ] || emit unet_torch_peer bash tests/bench_torch_peer.sh
+# the ratios the issues ask for, from the figures of this run
+printf '{\n%s\n}\n' "$(cat "$out")" | ${PYTHON:-/usr/bin/python3} -c '
+import json, sys
+d = json.load(sys.stdin)
+u, p = d.get("unet"), d.get("unet_torch_peer")
+if u and p and p.get("train_step_s"):
+    d["unet_vs_torch_peer"] = {
+        "train_step_speedup": round(p["train_step_s"] / (u["train_step_ms"] / 1000), 2),
+        "infer_b8_speedup": round(u["infer_b8_slices_per_s"] / p["infer_b8_slices_per_s"], 2),
+        "infer_b1_speedup": round(u["infer_b1_slices_per_s"] / p["infer_b1_slices_per_s"], 2),
+        "peak_rss_fraction": round(u["peak_rss_mib"] / p["peak_rss_mib"], 3),
+    }
+print(json.dumps(d, indent=1))'
+
