@@ -16,6 +16,20 @@
 #define L2_FLOATS ((size_t)160 * 1024)   /* col + output tile budget per thread (640 KiB) */
 #define KC_TARGET 640                    /* K-block width (floats per im2col row) */
 
+/* BatchNorm statistics of one output pixel row: s[c] += y[c], q[c] += y[c]^2. */
+static inline void stats_add_row(const float *y, float *s, float *q, int Co)
+{
+    int ch = 0;
+#if NN_AVX512
+    for (; ch + 16 <= Co; ch += 16) {
+        __m512 v = _mm512_loadu_ps(y + ch);
+        _mm512_storeu_ps(s + ch, _mm512_add_ps(_mm512_loadu_ps(s + ch), v));
+        _mm512_storeu_ps(q + ch, _mm512_fmadd_ps(v, v, _mm512_loadu_ps(q + ch)));
+    }
+#endif
+    for (; ch < Co; ch++) { s[ch] += y[ch]; q[ch] += y[ch] * y[ch]; }
+}
+
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
 size_t nn_conv3x3_acc_floats(int Ci, int Co)
@@ -116,18 +130,7 @@ static void conv_fwd_task(void *vctx, int tid, int b, int e)
         if (c->stats) {
             float *s = fs, *q = fs + Co;
             memset(fs, 0, sizeof(float) * 2 * (size_t)Co);
-            for (int r = 0; r < np; r++) {
-                const float *y = dst + r * ldd;
-                int ch = 0;
-#if NN_AVX512
-                for (; ch + 16 <= Co; ch += 16) {
-                    __m512 v = _mm512_loadu_ps(y + ch);
-                    _mm512_storeu_ps(s + ch, _mm512_add_ps(_mm512_loadu_ps(s + ch), v));
-                    _mm512_storeu_ps(q + ch, _mm512_fmadd_ps(v, v, _mm512_loadu_ps(q + ch)));
-                }
-#endif
-                for (; ch < Co; ch++) { s[ch] += y[ch]; q[ch] += y[ch] * y[ch]; }
-            }
+            for (int r = 0; r < np; r++) stats_add_row(dst + r * ldd, s, q, Co);
             for (int ch = 0; ch < Co; ch++) { ds[ch] += s[ch]; dq[ch] += q[ch]; }
         }
         if (c->n_out > 1) {
@@ -369,18 +372,7 @@ static void rows_fwd_task(void *vctx, int tid, int b, int e)
                 float *s = fs, *q = fs + Co;
                 const NnOut *o = &c->out[0];
                 memset(fs, 0, sizeof(float) * 2 * (size_t)Co);
-                for (int x = 0; x < W; x++) {
-                    const float *y = o->y + (p0 + x) * o->ld;
-                    int ch = 0;
-#if NN_AVX512
-                    for (; ch + 16 <= Co; ch += 16) {
-                        __m512 v = _mm512_loadu_ps(y + ch);
-                        _mm512_storeu_ps(s + ch, _mm512_add_ps(_mm512_loadu_ps(s + ch), v));
-                        _mm512_storeu_ps(q + ch, _mm512_fmadd_ps(v, v, _mm512_loadu_ps(q + ch)));
-                    }
-#endif
-                    for (; ch < Co; ch++) { s[ch] += y[ch]; q[ch] += y[ch] * y[ch]; }
-                }
+                for (int x = 0; x < W; x++) stats_add_row(o->y + (p0 + x) * o->ld, s, q, Co);
                 for (int ch = 0; ch < Co; ch++) { ds[ch] += s[ch]; dq[ch] += q[ch]; }
             }
         }
