@@ -165,6 +165,32 @@ static void free_run_strings(ReportRun *run)
 
 /* ---- compare ---- */
 
+/* The parts of a report run that eval and compare share; subjects and html_pages are
+ * allocated here (NULL on ENOMEM: the caller checks), freed by the caller as before. */
+static void run_setup(ReportRun *run, const Args *a, const char *mode, const char *k1, const char *v1,
+                      const char *k2, const char *v2, const LabelList *labels, int n_subjects)
+{
+    memset(run, 0, sizeof *run);
+    run->out_dir = a->out;
+    run->tag = a->tag ? a->tag : (!strcmp(mode, "eval") ? "exp" : mode);
+    run->mode = mode;
+    run->source[0] = k1; run->source[1] = v1;
+    run->source[2] = k2; run->source[3] = v2;
+    run->labels = labels;
+    run->n_subjects = n_subjects;
+    metrics_default_options(&run->opt);
+    run->opt.nsd_tol_mm = a->nsd_tol;
+    run->opt.threads = n_threads(a);
+    run->subjects = calloc((size_t)(n_subjects > 0 ? n_subjects : 1), sizeof(char *));
+    run->html_pages = calloc((size_t)(a->max_3d > 0 ? a->max_3d : 1), sizeof(char *));
+}
+
+static void mesh_options(ReportMeshOptions *mo, const Args *a)
+{
+    report_mesh_default(mo);
+    mo->decimate_mm = a->decimate;
+}
+
 static int cmd_compare(const Args *a)
 {
     if (a->npos != 3) { fprintf(stderr, "segeval: usage: segeval compare REF PRED --out DIR\n"); return EXIT_USAGE; }
@@ -180,33 +206,20 @@ static int cmd_compare(const Args *a)
     if ((rc = fs_mkdirs(a->out)) < 0) { compare_plan_free(&plan); return fail(a->out, rc); }
     const int ns = plan.labels.n;
     ReportRun run;
-    memset(&run, 0, sizeof run);
-    run.out_dir = a->out;
-    run.tag = a->tag ? a->tag : "compare";
-    run.mode = "compare";
-    run.source[0] = "reference"; run.source[1] = a->pos[1];
-    run.source[2] = "prediction"; run.source[3] = a->pos[2];
+    run_setup(&run, a, "compare", "reference", a->pos[1], "prediction", a->pos[2], &plan.labels, plan.n);
     run.threshold = NAN;
-    run.labels = &plan.labels;
-    run.n_subjects = plan.n;
-    metrics_default_options(&run.opt);
-    run.opt.nsd_tol_mm = a->nsd_tol;
-    run.opt.threads = n_threads(a);
     MetricsResult *res = calloc((size_t)plan.n * (size_t)ns, sizeof *res);
-    run.subjects = calloc((size_t)plan.n, sizeof(char *));
     const char **rf = calloc((size_t)plan.n, sizeof(char *)), **pf = calloc((size_t)plan.n, sizeof(char *));
     if (rf && pf)
         for (int j = 0; j < plan.n; j++) { rf[j] = plan.pairs[j].ref.path; pf[j] = plan.pairs[j].pred.path; }
     run.ref_files = rf;
     run.pred_files = pf;
-    run.html_pages = calloc((size_t)(a->max_3d > 0 ? a->max_3d : 1), sizeof(char *));
     MetricsWork *w = NULL;
     if (!res || !run.subjects || !run.html_pages) rc = seg_err(SEG_ENOMEM, "compare: results for %d subjects", plan.n);
     if (rc == SEG_OK) rc = metrics_work_create(&w);
     run.res = res;
     ReportMeshOptions mo;
-    report_mesh_default(&mo);
-    mo.decimate_mm = a->decimate;
+    mesh_options(&mo, a);
     Progress pr;
     progress_start(&pr, "segeval compare", "subjects", plan.n, g_verbosity >= 2 && plan.n > 1, a->progress_tty);
     for (int j = 0; j < plan.n && rc == SEG_OK; j++) {
@@ -259,29 +272,16 @@ static int cmd_eval(const Args *a)
         evaluate_model_desc(ev));
     if ((rc = fs_mkdirs(a->out)) < 0) { evaluate_close(ev); return fail(a->out, rc); }
     ReportRun run;
-    memset(&run, 0, sizeof run);
-    run.out_dir = a->out;
-    run.tag = a->tag ? a->tag : "exp";
-    run.mode = "eval";
-    run.source[0] = "checkpoint"; run.source[1] = a->pos[0];
-    run.source[2] = "cache"; run.source[3] = a->pos[1];
+    run_setup(&run, a, "eval", "checkpoint", a->pos[0], "cache", a->pos[1], labels, nsub);
     run.split = a->split;
     run.threshold = a->threshold;
-    run.labels = labels;
-    run.n_subjects = nsub;
-    metrics_default_options(&run.opt);
-    run.opt.nsd_tol_mm = a->nsd_tol;
-    run.opt.threads = n_threads(a);
     MetricsResult *res = calloc((size_t)nsub * (size_t)ns, sizeof *res);
-    run.subjects = calloc((size_t)nsub, sizeof(char *));
-    run.html_pages = calloc((size_t)(a->max_3d > 0 ? a->max_3d : 1), sizeof(char *));
     MetricsWork *w = NULL;
     if (!res || !run.subjects || !run.html_pages) rc = seg_err(SEG_ENOMEM, "eval: results for %d subjects", nsub);
     if (rc == SEG_OK) rc = metrics_work_create(&w);
     run.res = res;
     ReportMeshOptions mo;
-    report_mesh_default(&mo);
-    mo.decimate_mm = a->decimate;
+    mesh_options(&mo, a);
     Progress pr;
     progress_start(&pr, "segeval", "slices", evaluate_n_slices(ev), g_verbosity >= 2, a->progress_tty);
     int64_t done = 0;
