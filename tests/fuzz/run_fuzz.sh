@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make fuzz: build every tests/fuzz/fuzz_*.c with clang's libFuzzer + ASan + UBSan and run
-# each for FUZZ_SECONDS (default 60) from a seed corpus made of our fixtures. A crash is
+# each for FUZZ_SECONDS (default 60) from a seed corpus made of our fixtures
+# (FUZZ_TARGETS="nii ckpt" runs only those). A crash is
 # copied into tests/fuzz/regressions/<target>/ (replayed by make test) and fails the run.
 set -u
 cd "$(dirname "$0")/../.."
@@ -13,7 +14,7 @@ INC="-Icommon -Icommon/nn -Iprep -Itrain -Ieval -I/usr/include/x86_64-linux-gnu/
 LIBS="-L/usr/lib/x86_64-linux-gnu/openblas-pthread -llmdb -lzstd -lz -lcjson -lpng -lopenblas -lm -pthread"
 SRCS=$(ls common/*.c common/nn/*.c train/*.c eval/*.c 2>/dev/null | grep -v -e segtrain.c -e segeval.c)
 # seed corpora
-mkdir -p "$OUT/corpus/record" "$OUT/corpus/split" "$OUT/corpus/nii" "$OUT/corpus/safetensors"
+mkdir -p "$OUT/corpus/record" "$OUT/corpus/split" "$OUT/corpus/nii" "$OUT/corpus/safetensors" "$OUT/corpus/ckpt"
 build/tests/test_cache --corpus "$OUT/corpus/record" >/dev/null 2>&1 || true
 printf 'image_id;split\ns0000;train\ns0001;val\n' > "$OUT/corpus/split/a.csv"
 printf '\xef\xbb\xbfimage_id;age;split\r\ns0;1;test\r\n' > "$OUT/corpus/split/b.csv"
@@ -21,9 +22,11 @@ printf '{"liver": 0, "spleen": 1}' > "$OUT/corpus/split/c.json"
 printf 'liver\n# c\nspleen\n' > "$OUT/corpus/split/d.txt"
 cp tests/fixtures/nii/*.nii* "$OUT/corpus/nii/" 2>/dev/null || true
 cp tests/fixtures/*/*.safetensors "$OUT/corpus/safetensors/" 2>/dev/null || true
+cp tests/fixtures/ckpt/model.safetensors "$OUT/corpus/ckpt/" 2>/dev/null || true
 total_fail=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c); tgt=${name#fuzz_}
+    [ -z "${FUZZ_TARGETS:-}" ] || [[ " $FUZZ_TARGETS " == *" $tgt "* ]] || continue
     echo "== $name: building"
     if ! $CC $FLAGS $INC "$src" $SRCS $LIBS -o "$OUT/$name" 2>"$OUT/$name.build.log"; then
         echo "FAIL $name: build failed (see $OUT/$name.build.log)"; total_fail=$((total_fail+1)); continue
