@@ -58,9 +58,10 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
+/* Messages already name the file; what (may be NULL) names the subcommand. */
 static int fail(const char *what, int rc)
 {
-    fprintf(stderr, "segprep: %s: %s\n", what, seg_errmsg()[0] ? seg_errmsg() : seg_strerror(rc));
+    fprintf(stderr, "segprep: %s%s%s\n", what ? what : "", what ? ": " : "", seg_errmsg()[0] ? seg_errmsg() : seg_strerror(rc));
     return EXIT_RUNTIME;
 }
 
@@ -125,7 +126,7 @@ int main(int argc, char **argv)
     if (npos != 2) { fprintf(stderr, "segprep: expected DATASET_DIR CACHE_DIR (see segprep --help)\n"); return EXIT_USAGE; }
     PrepStats st;
     rc = prep_run(pos[0], pos[1], &o, &st);
-    if (rc < 0) return fail(pos[0], rc);
+    if (rc < 0) return fail(NULL, rc);
     if (o.verbosity >= 2)
         fprintf(stderr, "segprep: %d subjects: %d written, %d already cached, %d failed; %lld slices in %.2f s "
                 "(%.1f subjects/s, %.0f slices/s); %.0f bytes per slice\n",
