@@ -139,7 +139,9 @@ bench: deps-test
 	@$(MAKE) --no-print-directory all
 	@tests/run_bench.sh
 
-fuzz: deps-test
+fuzz:
+	@tools/install_deps.sh fuzz
+	@$(MAKE) --no-print-directory all
 	@tests/fuzz/run_fuzz.sh
 
 clean:
