@@ -46,7 +46,8 @@ void prep_subject_ctx_free(PrepSubjectCtx *ctx);
 
 /* segprep stat: JSON summary of the cache on out. */
 int  prep_stat(const char *cache_dir, FILE *out);
-/* segprep verify: re-read and decode every record; prints a summary; SEG_EFORMAT if any is bad. */
+/* segprep verify: re-read and decode every record with threads workers; prints a summary;
+ * SEG_EFORMAT if any is bad (each bad record is named on stderr). */
 int  prep_verify(const char *cache_dir, int threads, int verbosity);
 /* segprep export: subject's cached slices back to OUT_DIR/ct.nii.gz + segmentations/. */
 int  prep_export(const char *cache_dir, const char *subject, const char *out_dir, int verbosity);

@@ -5,6 +5,8 @@
 #include "nii.h"
 #include "progress.h"
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,41 +60,88 @@ int prep_stat(const char *cache_dir, FILE *out)
     return rc;
 }
 
+/* verify: subjects are handed out to threads one at a time; each thread has its own
+ * cursor and buffers; the calling thread also draws the progress. */
+typedef struct Verify {
+    CacheReader    *r;
+    int             verbosity;
+    atomic_int      next_subject;
+    atomic_llong    done, bad;
+    atomic_int      fatal;           /* first non-corruption error code, 0 if none */
+    pthread_mutex_t lock;            /* serialises messages and the fatal message */
+    char            fatal_msg[1024];
+} Verify;
+
+typedef struct VerifyArg { Verify *v; Progress *pr; } VerifyArg;   /* pr: NULL except for the caller */
+
+static void *verify_worker(void *arg)
+{
+    Verify *v = ((VerifyArg *)arg)->v;
+    Progress *pr = ((VerifyArg *)arg)->pr;
+    CacheReader *r = v->r;
+    const int size = cache_size(r), C = cache_n_channels(r);
+    int16_t *img = malloc((size_t)size * size * 2);
+    uint8_t *bits = malloc(cache_plane_bytes(r) * (size_t)C), *pres = malloc(cache_presence_bytes(r));
+    CacheCursor *cur = NULL;
+    int rc = (img && bits && pres) ? cache_cursor_open(r, &cur) : seg_err(SEG_ENOMEM, "verify buffers");
+    for (int i; rc == SEG_OK && !atomic_load(&v->fatal) && (i = atomic_fetch_add(&v->next_subject, 1)) < cache_n_subjects(r);) {
+        const CacheSubject *s = cache_subject(r, i);
+        for (int z = 0; z < s->n_slices; z++) {
+            int e = cache_read_slice(cur, s, z, img, bits, pres, 1);
+            if (e < 0 && e != SEG_EFORMAT && e != SEG_EZSTD) { rc = e; break; }
+            if (e < 0) {
+                atomic_fetch_add(&v->bad, 1);
+                pthread_mutex_lock(&v->lock);
+                if (v->verbosity >= 1) fprintf(stderr, "\nverify: %s\n", seg_errmsg());
+                pthread_mutex_unlock(&v->lock);
+            }
+            long long d = atomic_fetch_add(&v->done, 1) + 1;
+            if (pr) progress_update(pr, d, NULL);
+        }
+    }
+    if (rc < 0) {
+        pthread_mutex_lock(&v->lock);
+        if (!atomic_load(&v->fatal)) {
+            snprintf(v->fatal_msg, sizeof v->fatal_msg, "%s", seg_errmsg());
+            atomic_store(&v->fatal, rc);
+        }
+        pthread_mutex_unlock(&v->lock);
+    }
+    cache_cursor_close(cur);
+    free(img); free(bits); free(pres);
+    return NULL;
+}
+
 int prep_verify(const char *cache_dir, int threads, int verbosity)
 {
     CacheReader *r;
-    CacheCursor *cur = NULL;
     TRY(cache_open(cache_dir, &r));
-    const int size = cache_size(r), C = cache_n_channels(r);
-    int16_t *img = malloc((size_t)size * size * 2);
-    uint8_t *bits = malloc(cache_plane_bytes(r) * (size_t)C);
-    uint8_t *pres = malloc(cache_presence_bytes(r));
-    int rc = (img && bits && pres) ? cache_cursor_open(r, &cur) : seg_err(SEG_ENOMEM, "verify buffers");
-    int64_t total = 0, bad = 0;
+    int64_t total = 0;
     for (int i = 0; i < cache_n_subjects(r); i++) total += cache_subject(r, i)->n_slices;
     Progress pr;
     progress_start(&pr, "verify", "slices", total, verbosity >= 2, -1);
-    int64_t done = 0;
-    for (int i = 0; rc == SEG_OK && i < cache_n_subjects(r); i++) {
-        const CacheSubject *s = cache_subject(r, i);
-        for (int z = 0; z < s->n_slices; z++, done++) {
-            int e = cache_read_slice(cur, s, z, img, bits, pres, 1);
-            if (e < 0) {
-                if (e != SEG_EFORMAT && e != SEG_EZSTD) { rc = e; break; }
-                bad++;
-                if (verbosity >= 1) fprintf(stderr, "\nverify: %s\n", seg_errmsg());
-            }
-            progress_update(&pr, done + 1, NULL);
-        }
+    Verify v = { .r = r, .verbosity = verbosity };
+    pthread_mutex_init(&v.lock, NULL);
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    pthread_t th[64];
+    VerifyArg helper = { &v, NULL }, mine = { &v, &pr };
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&th[t], NULL, verify_worker, &helper) != 0) break;
+        started = t;
     }
+    verify_worker(&mine);
+    for (int t = 1; t <= started; t++) pthread_join(th[t], NULL);
     progress_finish(&pr, NULL);
+    const long long bad = atomic_load(&v.bad);
+    int rc = atomic_load(&v.fatal);
+    if (rc < 0) rc = seg_err(rc, "%s", v.fatal_msg);
     if (rc == SEG_OK && verbosity >= 2)
-        fprintf(stderr, "verify: %d subjects, %lld slices, %lld bad\n", cache_n_subjects(r), (long long)total, (long long)bad);
-    if (rc == SEG_OK && bad) rc = seg_err(SEG_EFORMAT, "%s: %lld of %lld records are corrupt", cache_dir, (long long)bad,
-                                          (long long)total);
-    (void)threads;
-    free(img); free(bits); free(pres);
-    cache_cursor_close(cur);
+        fprintf(stderr, "verify: %d subjects, %lld slices, %lld bad (%d threads)\n", cache_n_subjects(r), (long long)total, bad,
+                started + 1);
+    if (rc == SEG_OK && bad) rc = seg_err(SEG_EFORMAT, "%s: %lld of %lld records are corrupt", cache_dir, bad, (long long)total);
+    pthread_mutex_destroy(&v.lock);
     cache_close(r);
     return rc;
 }

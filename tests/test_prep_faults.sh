@@ -59,6 +59,18 @@ done
 
 check "$killed of 12 kills hit a running segprep" test $killed -ge 8
 
+# ---- verify finds a corrupted record and names it ----
+cp -r "$T/ref" "$T/corrupt"
+$PY - "$T/corrupt/data.mdb" <<'PYEOF'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read())
+for i in range(len(b) // 2, len(b) // 2 + 256): b[i] ^= 0x55   # inside the slice records
+open(p, "wb").write(bytes(b))
+PYEOF
+$BIN/segprep verify "$T/corrupt" -q 2>"$T/verr.txt"; rc=$?
+check "verify on a corrupted cache: exit 1 naming the record ($(tr '\n' ' ' < "$T/verr.txt" | head -c 160))" \
+    test $rc -eq 1 -a -n "$(grep -i 'corrupt' "$T/verr.txt")"
+
 # ---- readers while segprep appends; map growth from a tiny initial map ----
 rm -rf "$T/live"
 SEGKIT_CACHE_INITIAL_MAP=65536 $BIN/segprep "$T/good" "$T/live" -q --threads 1 & pid=$!
