@@ -24,45 +24,16 @@ void predict_default_options(PredictOptions *o)
     o->progress_tty = -1;
 }
 
-/* One axis of the inverse mapping: destination n -> source size, half-pixel centres. */
-typedef struct { int lo, hi; float w; } Tap;
-
-static void taps(Tap *t, int n, int size)
+int predict_unresample(const float *prob, int size, float *out, int sh, int sw)
 {
-    for (int d = 0; d < n; d++) {
-        double s = (d + 0.5) * size / (double)n - 0.5;
-        if (s < 0) s = 0;
-        if (s > size - 1) s = size - 1;
-        int lo = (int)floor(s);
-        int hi = lo + 1 < size ? lo + 1 : lo;
-        t[d] = (Tap){ lo, hi, (float)(s - lo) };
-    }
-}
-
-static void unresample_taps(const float *prob, int size, float *out, int sh, int sw, const Tap *tr, const Tap *tc)
-{
-    for (int r = 0; r < sh; r++) {
-        const float *a = prob + (size_t)tr[r].lo * size, *b = prob + (size_t)tr[r].hi * size;
-        const float wr = tr[r].w;
-        float *o = out + (size_t)r * sw;
-        for (int c = 0; c < sw; c++) {
-            const float top = a[tc[c].lo] + tc[c].w * (a[tc[c].hi] - a[tc[c].lo]);
-            const float bot = b[tc[c].lo] + tc[c].w * (b[tc[c].hi] - b[tc[c].lo]);
-            o[c] = top + wr * (bot - top);
-        }
-    }
-}
-
-void predict_unresample(const float *prob, int size, float *out, int sh, int sw)
-{
-    Tap *tr = malloc(sizeof(Tap) * (size_t)sh), *tc = malloc(sizeof(Tap) * (size_t)sw);
-    if (tr && tc) {
-        taps(tr, sh, size);
-        taps(tc, sw, size);
-        unresample_taps(prob, size, out, sh, sw, tr, tc);
-    }
-    free(tr);
-    free(tc);
+    /* the inverse is the same half-pixel-centre bilinear rule with the sizes swapped */
+    ResampleAxis ir = { 0 }, ic = { 0 };
+    int rc = resample_axis_init(&ir, size, sh);
+    if (rc == SEG_OK) rc = resample_axis_init(&ic, size, sw);
+    if (rc == SEG_OK) resample_bilinear_f32(out, prob, &ir, &ic);
+    resample_axis_free(&ir);
+    resample_axis_free(&ic);
+    return rc;
 }
 
 static int write_statistics(const char *out_dir, const LabelList *names, int C, const int64_t *cnt, const double *sum_hu,
@@ -130,15 +101,16 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     const double t_start = progress_now();
     NiiVolume *ct = NULL, *seg = NULL;
     PredictModel *model = NULL;
-    ResampleAxis ar, ac;
+    ResampleAxis ar, ac, ir, ic;   /* slice -> model grid, and back */
     memset(&ar, 0, sizeof ar);
     memset(&ac, 0, sizeof ac);
+    memset(&ir, 0, sizeof ir);
+    memset(&ic, 0, sizeof ic);
     MetricsStack pm;
     memset(&pm, 0, sizeof pm);
     float *slice = NULL, *prob = NULL, *up = NULL, *best = NULL;
     int16_t *batch = NULL;
     uint16_t *lab = NULL;
-    Tap *tr = NULL, *tc = NULL;
     int64_t *cnt = NULL;
     double *sum_hu = NULL;
     int rc = nii_read(ct_path, &ct);
@@ -166,16 +138,13 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     lab = malloc(sizeof(uint16_t) * (size_t)sw * sh);
     prob = malloc(sizeof(float) * (size_t)npx);
     batch = malloc(sizeof(int16_t) * (size_t)nb_max * npx);
-    tr = malloc(sizeof(Tap) * (size_t)sh);
-    tc = malloc(sizeof(Tap) * (size_t)sw);
     cnt = calloc((size_t)C, sizeof *cnt);
     sum_hu = calloc((size_t)C, sizeof *sum_hu);
-    if (!slice || !up || !best || !lab || !prob || !batch || !tr || !tc || !cnt || !sum_hu) {
+    if (!slice || !up || !best || !lab || !prob || !batch || !cnt || !sum_hu) {
         rc = seg_err(SEG_ENOMEM, "predict buffers for %dx%d slices", sw, sh);
         goto out;
     }
-    taps(tr, sh, size);
-    taps(tc, sw, size);
+    if ((rc = resample_axis_init(&ir, size, sh)) < 0 || (rc = resample_axis_init(&ic, size, sw)) < 0) goto out;
     const float tl = logf(o->threshold / (1.f - o->threshold));
     Progress pr;
     progress_start(&pr, "segeval predict", "slices", nz, o->verbosity >= 2, o->progress_tty);
@@ -198,7 +167,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
                 for (int i = 0; i < npx; i++) mx = l[i] > mx ? l[i] : mx;
                 if (!(mx > tl)) continue;   /* bilinear mixes of probabilities <= t stay <= t */
                 for (int i = 0; i < npx; i++) prob[i] = 1.f / (1.f + expf(-l[i]));
-                unresample_taps(prob, size, up, sh, sw, tr, tc);
+                resample_bilinear_f32(up, prob, &ir, &ic);
                 uint8_t *pl = NULL;
                 for (int r = 0; r < sh; r++)
                     for (int x = 0; x < sw; x++) {
@@ -242,7 +211,9 @@ out:
     predict_model_close(model);
     resample_axis_free(&ar);
     resample_axis_free(&ac);
+    resample_axis_free(&ir);
+    resample_axis_free(&ic);
     metrics_stack_free(&pm);
-    free(slice); free(prob); free(up); free(best); free(batch); free(lab); free(tr); free(tc); free(cnt); free(sum_hu);
+    free(slice); free(prob); free(up); free(best); free(batch); free(lab); free(cnt); free(sum_hu);
     return rc;
 }

@@ -51,7 +51,7 @@ int  predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir
 
 /* Inverse of the cache's slice resampling, exposed for tests: probabilities prob
  * (size x size) -> out (sh x sw), bilinear with src = (dst + 0.5) * size / n - 0.5
- * clamped to the grid, per axis. */
-void predict_unresample(const float *prob, int size, float *out, int sh, int sw);
+ * clamped to the grid, per axis (resample.h with the sizes swapped). SEG_ENOMEM on failure. */
+int  predict_unresample(const float *prob, int size, float *out, int sh, int sw);
 
 #endif

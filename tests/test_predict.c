@@ -28,7 +28,7 @@ static void check_ramps(void)
         float *p = malloc(sizeof(float) * (size_t)size * size), *o = malloc(sizeof(float) * (size_t)sh * sw);
         for (int r = 0; r < size; r++)
             for (int c = 0; c < size; c++) p[(size_t)r * size + c] = 0.25f * r - 0.5f * c + 3.f;
-        predict_unresample(p, size, o, sh, sw);
+        CHECK(predict_unresample(p, size, o, sh, sw) == 0, "unresample %d -> %dx%d", size, sh, sw);
         double worst = 0;
         for (int r = 0; r < sh; r++)
             for (int c = 0; c < sw; c++) {
@@ -91,7 +91,7 @@ static void round_trip(const char *shared)
             rc = cache_read_slice(cur, cs, k, NULL, bits, pres, 1);
             if (rc) break;
             for (int i = 0; i < size * size; i++) prob[i] = (float)(bits[(size_t)c * pb + (size_t)(i >> 3)] >> (i & 7) & 1);
-            predict_unresample(prob, size, up, sh, sw);
+            if (predict_unresample(prob, size, up, sh, sw) < 0) { rc = -1; break; }
             for (int r = 0; r < sh; r++)
                 for (int x = 0; x < sw; x++)
                     if (up[(size_t)r * sw + x] > 0.5f) back[orient_slice_offset(&om, r, x, k)] = 1;
