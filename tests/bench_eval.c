@@ -12,6 +12,7 @@
 #include "fsutil.h"
 #include "metrics.h"
 #include "prep.h"
+#include "testcache.h"
 #include "progress.h"
 #include "unet.h"
 #include <math.h>
@@ -56,29 +57,11 @@ int main(int argc, char **argv)
     }
     if (reps < 1) reps = 1;
     const char *shared = getenv("SEGKIT_SHARED") ? getenv("SEGKIT_SHARED") : "../shared";
-    char ex[4096], tmp[] = "/tmp/bench_eval.XXXXXX", ds[4200], link[4300], cdir[4200], meta[4300];
-    snprintf(ex, sizeof ex, "%s/data/totalseg-example/s0000", shared);
-    if (!fs_is_dir(ex)) { fprintf(stderr, "bench_eval: %s not found\n", ex); return 77; }
-    char real[4096];
-    if (!realpath(ex, real)) { fprintf(stderr, "bench_eval: %s\n", ex); return 1; }
-    if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
-    snprintf(ds, sizeof ds, "%s/ds", tmp);
-    snprintf(link, sizeof link, "%s/s0000", ds);
-    snprintf(cdir, sizeof cdir, "%s/cache", tmp);
-    snprintf(meta, sizeof meta, "%s/meta.csv", ds);
-    int rc = fs_mkdirs(ds);
-    if (rc == 0 && symlink(real, link) != 0) rc = seg_err(SEG_EIO, "symlink %s", link);
-    if (rc == 0) rc = fs_write_atomic(meta, "image_id;split\ns0000;test\n", 26);
-    PrepOptions po;
-    prep_default_options(&po);
-    po.verbosity = 0;
-    po.threads = 2;
-    PrepStats ps;
-    if (rc == 0) rc = prep_run(ds, cdir, &po, &ps);
+    char tmp[] = "/tmp/bench_eval.XXXXXX";
     CacheReader *cr = NULL;
     CacheCursor *cur = NULL;
-    if (rc == 0) rc = cache_open(cdir, &cr);
-    if (rc == 0) rc = cache_cursor_open(cr, &cur);
+    int rc = t_example_cache(shared, tmp, &cr, &cur);
+    if (rc == 77) { fprintf(stderr, "bench_eval: the example subject is not under %s\n", shared); return 77; }
     if (rc < 0) { fprintf(stderr, "bench_eval: %s\n", seg_errmsg()); return 1; }
     const CacheSubject *cs = cache_subject(cr, 0);
     const int size = cache_size(cr), C = cache_n_channels(cr), nz = cs->n_slices;

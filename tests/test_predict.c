@@ -15,6 +15,7 @@
 #include "predict.h"
 #include "prep.h"
 #include "testutil.h"
+#include "testcache.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,27 +47,12 @@ static void check_ramps(void)
 
 static void round_trip(const char *shared)
 {
-    char ex[4096], real[4096], tmp[] = "/tmp/test_predict.XXXXXX", ds[4200], link[4300], cdir[4200], meta[4300];
+    char ex[4096], real[4096], tmp[] = "/tmp/test_predict.XXXXXX";
     snprintf(ex, sizeof ex, "%s/data/totalseg-example/s0000", shared);
-    if (!realpath(ex, real)) { printf("note: %s not found, round trip skipped\n", ex); return; }
-    if (!mkdtemp(tmp)) { CHECK(0, "mkdtemp"); return; }
-    snprintf(ds, sizeof ds, "%s/ds", tmp);
-    snprintf(link, sizeof link, "%s/s0000", ds);
-    snprintf(cdir, sizeof cdir, "%s/cache", tmp);
-    snprintf(meta, sizeof meta, "%s/meta.csv", ds);
-    int rc = fs_mkdirs(ds);
-    if (rc == 0 && symlink(real, link) != 0) rc = SEG_EIO;
-    if (rc == 0) rc = fs_write_atomic(meta, "image_id;split\ns0000;test\n", 26);
-    PrepOptions po;
-    prep_default_options(&po);
-    po.verbosity = 0;
-    po.threads = 2;
-    PrepStats ps;
-    if (rc == 0) rc = prep_run(ds, cdir, &po, &ps);
     CacheReader *cr = NULL;
     CacheCursor *cur = NULL;
-    if (rc == 0) rc = cache_open(cdir, &cr);
-    if (rc == 0) rc = cache_cursor_open(cr, &cur);
+    int rc = realpath(ex, real) ? t_example_cache(shared, tmp, &cr, &cur) : 77;
+    if (rc == 77) { printf("note: %s not found, round trip skipped\n", ex); return; }
     CHECK(rc == 0, "cache of the example subject built (%s)", rc ? seg_errmsg() : "ok");
     if (rc) return;
     const CacheSubject *cs = cache_subject(cr, 0);
