@@ -53,6 +53,22 @@ typedef struct {
     float *k1, *mb, *mg;      /* pass 2: gamma*invstd, sum1/M, sum2/M */
 } BnBwd;
 
+#if NN_AVX512
+/* 16 channels from ch: the incoming gradient masked by the forward's ReLU (when fused)
+ * and x_hat = (z - mean) * invstd; shared by both backward passes. */
+static inline void gated_xhat16(const BnBwd *c, const float *g, const float *z, int ch, __m512 *gv, __m512 *xh)
+{
+    const __m512 zv = _mm512_loadu_ps(z + ch);
+    __m512 gg = _mm512_loadu_ps(g + ch);
+    if (c->relu) {
+        const __m512 y = _mm512_fmadd_ps(zv, _mm512_loadu_ps(c->scale + ch), _mm512_loadu_ps(c->shift + ch));
+        gg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), gg);
+    }
+    *gv = gg;
+    *xh = _mm512_mul_ps(_mm512_sub_ps(zv, _mm512_loadu_ps(c->mean + ch)), _mm512_loadu_ps(c->invstd + ch));
+}
+#endif
+
 /* pass 1: per-thread sums of gm = g*mask and gm*x_hat, x_hat = (z - mean)*invstd */
 static void bn_reduce_task(void *vctx, int tid, int b, int e)
 {
@@ -68,15 +84,9 @@ static void bn_reduce_task(void *vctx, int tid, int b, int e)
             const float *g = c->g + p * c->ldg, *z = c->z + p * c->ldz;
             int ch = 0;
 #if NN_AVX512
-            const __m512 zero = _mm512_setzero_ps();
             for (; ch + 16 <= C; ch += 16) {
-                const __m512 zv = _mm512_loadu_ps(z + ch);
-                __m512 gv = _mm512_loadu_ps(g + ch);
-                if (c->relu) {
-                    const __m512 y = _mm512_fmadd_ps(zv, _mm512_loadu_ps(c->scale + ch), _mm512_loadu_ps(c->shift + ch));
-                    gv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), gv);
-                }
-                const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(zv, _mm512_loadu_ps(c->mean + ch)), _mm512_loadu_ps(c->invstd + ch));
+                __m512 gv, xh;
+                gated_xhat16(c, g, z, ch, &gv, &xh);
                 _mm512_storeu_ps(f1 + ch, _mm512_add_ps(_mm512_loadu_ps(f1 + ch), gv));
                 _mm512_storeu_ps(f2 + ch, _mm512_fmadd_ps(gv, xh, _mm512_loadu_ps(f2 + ch)));
             }
@@ -103,15 +113,9 @@ static void bn_apply_task(void *vctx, int tid, int b, int e)
         const float *z = c->z + p * c->ldz;
         int ch = 0;
 #if NN_AVX512
-        const __m512 zero = _mm512_setzero_ps();
         for (; ch + 16 <= C; ch += 16) {
-            const __m512 zv = _mm512_loadu_ps(z + ch);
-            __m512 gv = _mm512_loadu_ps(g + ch);
-            if (c->relu) {
-                const __m512 y = _mm512_fmadd_ps(zv, _mm512_loadu_ps(c->scale + ch), _mm512_loadu_ps(c->shift + ch));
-                gv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), gv);
-            }
-            const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(zv, _mm512_loadu_ps(c->mean + ch)), _mm512_loadu_ps(c->invstd + ch));
+            __m512 gv, xh;
+            gated_xhat16(c, g, z, ch, &gv, &xh);
             __m512 d = _mm512_sub_ps(gv, _mm512_loadu_ps(c->mb + ch));
             d = _mm512_fnmadd_ps(xh, _mm512_loadu_ps(c->mg + ch), d);
             _mm512_storeu_ps(g + ch, _mm512_mul_ps(d, _mm512_loadu_ps(c->k1 + ch)));
