@@ -10,6 +10,7 @@
 # Options:
 #   GPU=0|1         force the CUDA backend off/on (default: on when nvcc and cudnn.h are found)
 #   CUDA_HOME=dir   CUDA toolkit location (default /usr/local/cuda)
+#   NVCC_ARCH=...   GPU architectures (default sm_80 and sm_90 code plus compute_90 PTX)
 #   OPT=...         optimisation flags (default -O2 -march=native)
 #   SAN=1           sanitizer build (used by test-asan)
 
@@ -20,7 +21,7 @@ BIN      ?= bin
 CUDA_HOME ?= /usr/local/cuda
 VERSION  := 0.1.0
 
-CPPFLAGS += -Icommon -Icommon/nn -Iprep -Itrain -Ieval -Itools \
+CPPFLAGS += -Icommon -Icommon/nn -Icommon/gpu -Iprep -Itrain -Ieval -Itools \
             -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_GNU_SOURCE -DSEG_VERSION='"$(VERSION)"'
 CFLAGS   += -std=c11 -g $(OPT) -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -pthread -fno-strict-aliasing
 LDFLAGS  += -pthread -L/usr/lib/x86_64-linux-gnu/openblas-pthread
@@ -39,7 +40,7 @@ ifeq ($(HAVE_NVCC)$(HAVE_CUDNN),11)
 else
   GPU ?= 0
 endif
-CU_SRC := $(wildcard common/nn/*.cu)
+CU_SRC := $(wildcard common/gpu/*.cu)
 ifeq ($(CU_SRC),)
   ifeq ($(GPU),1)
     $(info [segkit] CUDA toolkit found at $(CUDA_HOME), but this version has no GPU backend sources: CPU build)
@@ -49,7 +50,8 @@ endif
 ifeq ($(GPU),1)
   ifneq ($(SAN),1)
     NVCC      := $(CUDA_HOME)/bin/nvcc
-    NVCCFLAGS ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC
+    NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+    NVCCFLAGS ?= -O3 -std=c++17 $(NVCC_ARCH) -Xcompiler -Wall,-fno-strict-aliasing
     CPPFLAGS  += -DSEG_HAVE_CUDA -I$(CUDA_HOME)/include
     CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
     CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))

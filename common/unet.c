@@ -20,6 +20,11 @@
 #include "err.h"
 #include "nn.h"
 #include "unet.h"
+#ifdef SEG_HAVE_CUDA
+#include "gpu.h"
+#else
+typedef struct GpuNet GpuNet;
+#endif
 
 #define BN_EPS 1e-5f
 #define BN_MOMENTUM 0.1f
@@ -52,6 +57,11 @@ static const char *const prof_names[PR_N] = {
 struct Unet {
     UnetConfig cfg;
     int L, max_batch, H, W;
+    UnetDevice dev;
+    GpuNet *gpu;                                  /* the device model (dev.kind == UNET_CUDA) */
+    int dev_stale;                                /* host state changed: upload before the next forward */
+    int gpu_rc;                                   /* a GPU failure in unet_clip_grad, for unet_adam_step */
+    int logits_fresh;                             /* host logits hold the last forward's */
     NnTeam *team;
     /* parameters (trainable, PyTorch order) and BN buffers */
     size_t n_params, n_bufs;
@@ -207,6 +217,10 @@ static void carve(Unet *m, Arena *a)
     m->adam_m = TAKEF(a, m->n_params);
     m->adam_v = TAKEF(a, m->n_params);
     m->bufs = TAKEF(a, m->n_bufs);
+    if (m->dev.kind == UNET_CUDA) {               /* the device holds the rest */
+        m->logits = TAKEF(a, (size_t)P[0] * C);
+        return;
+    }
     for (int l = 0; l < L; l++) {
         carve_conv(a, &m->enc[l].c1, P[l], l > 0);
         carve_conv(a, &m->enc[l].c2, P[l], 1);
@@ -271,7 +285,18 @@ void unet_default_config(UnetConfig *cfg, int n_classes)
 
 int unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads, Unet **out)
 {
+    return unet_create_on(cfg, max_batch, H, W, threads, NULL, out);
+}
+
+int unet_create_on(const UnetConfig *cfg, int max_batch, int H, int W, int threads, const UnetDevice *dev, Unet **out)
+{
     *out = NULL;
+    if (dev && dev->kind != UNET_CPU && dev->kind != UNET_CUDA)
+        return seg_err(SEG_EARG, "unet_create: device not resolved (call unet_device_resolve)");
+#ifndef SEG_HAVE_CUDA
+    if (dev && dev->kind == UNET_CUDA)
+        return seg_err(SEG_EGPU, "this build of segkit has no CUDA backend (built without the CUDA toolkit or with GPU=0)");
+#endif
     if (!cfg || cfg->n_levels < 1 || cfg->n_levels > UNET_MAX_LEVELS)
         return seg_err(SEG_EARG, "unet_create: n_levels %d (1..%d)", cfg ? cfg->n_levels : 0, UNET_MAX_LEVELS);
     if (cfg->in_ch < 1 || cfg->in_ch > 64 || cfg->n_classes < 1 || cfg->n_classes > 4096)
@@ -290,6 +315,7 @@ int unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads,
     Unet *m = calloc(1, sizeof *m);
     if (!m) return seg_err(SEG_ENOMEM, "unet_create: model struct");
     m->cfg = *cfg;
+    if (dev) m->dev = *dev;
     for (int i = L; i < UNET_MAX_LEVELS; i++) m->cfg.features[i] = 0;
     m->L = L;
     m->max_batch = max_batch;
@@ -320,6 +346,18 @@ int unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads,
     carve(m, &a);
     s = (Spec){ .m = m, .pass = 1 };
     spec_model(&s);
+    if (m->dev.kind == UNET_CUDA) {
+#ifdef SEG_HAVE_CUDA
+        GpuNetDesc d = { .cfg = m->cfg, .max_batch = max_batch, .H = H, .W = W, .device = m->dev.index,
+                         .amp = m->dev.amp, .tensors = m->tensors, .n_tensors = m->n_tensors, .n_params = m->n_params,
+                         .n_bufs = m->n_bufs, .params = m->params, .bufs = m->bufs };
+        int rc = gpu_net_create(&d, &m->gpu);
+        if (rc < 0) { unet_free(m); return rc; }
+#endif
+        unet_init(m, 0);
+        *out = m;
+        return SEG_OK;
+    }
     int fmax = 2 * cfg->features[L - 1];
     for (int i = 0; i < L; i++) if (2 * cfg->features[i] > fmax) fmax = 2 * cfg->features[i];
     size_t scratch = NN_SCRATCH_DEFAULT;
@@ -334,6 +372,9 @@ int unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads,
 void unet_free(Unet *m)
 {
     if (!m) return;
+#ifdef SEG_HAVE_CUDA
+    gpu_net_free(m->gpu);
+#endif
     nn_team_free(m->team);
     if (m->arena) munmap(m->arena, m->arena_bytes);
     free(m->tensors);
@@ -350,7 +391,7 @@ float   *unet_grads(Unet *m) { return m->grads; }
 float   *unet_adam_m(Unet *m) { return m->adam_m; }
 float   *unet_adam_v(Unet *m) { return m->adam_v; }
 int64_t *unet_adam_step_count(Unet *m) { return &m->adam_t; }
-const float *unet_logits(const Unet *m) { return m->logits; }
+const UnetDevice *unet_device(const Unet *m) { return &m->dev; }
 size_t   unet_memory_bytes(const Unet *m) { return m->arena_bytes; }
 
 /* ---- init ----------------------------------------------------------------------------------- */
@@ -403,6 +444,54 @@ void unet_init(Unet *m, uint64_t seed)
     m->adam_t = 0;
     m->have_loss = 0;
     m->last_N = 0;
+    m->dev_stale = m->gpu != NULL;
+}
+
+/* ---- the device copy ------------------------------------------------------------------------ */
+#ifdef SEG_HAVE_CUDA
+int unet_sync_host(const Unet *m)
+{
+    if (!m->gpu || m->dev_stale) return SEG_OK;       /* stale: the host copy is the newer one */
+    return gpu_net_download(m->gpu, m->params, m->bufs, m->adam_m, m->adam_v, m->grads);
+}
+
+int unet_sync_device(Unet *m)
+{
+    if (!m->gpu) return SEG_OK;
+    TRY(gpu_net_upload(m->gpu, m->params, m->bufs, m->adam_m, m->adam_v));
+    m->dev_stale = 0;
+    m->last_N = 0;
+    m->have_loss = 0;
+    return SEG_OK;
+}
+
+size_t unet_device_memory_bytes(const Unet *m) { return m->gpu ? gpu_net_memory_bytes(m->gpu) : 0; }
+
+int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
+{
+    if (!m->gpu) return seg_err(SEG_EARG, "unet_gpu_step_times: the model is on the CPU");
+    return gpu_net_step_times(m->gpu, busy_s, wall_s);
+}
+#else
+int unet_sync_host(const Unet *m) { (void)m; return SEG_OK; }
+int unet_sync_device(Unet *m) { (void)m; return SEG_OK; }
+size_t unet_device_memory_bytes(const Unet *m) { (void)m; return 0; }
+int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
+{
+    (void)m; *busy_s = *wall_s = 0;
+    return seg_err(SEG_EARG, "unet_gpu_step_times: the model is on the CPU");
+}
+#endif
+
+const float *unet_logits(const Unet *m)
+{
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu && !m->logits_fresh) {
+        if (gpu_net_logits(m->gpu, m->logits) < 0) return NULL;
+        ((Unet *)m)->logits_fresh = 1;                /* a cache of device data: logically const */
+    }
+#endif
+    return m->logits;
 }
 
 /* ---- forward -------------------------------------------------------------------------------- */
@@ -448,6 +537,17 @@ int unet_forward(Unet *m, const float *x, int N, int train)
 {
     if (N < 1 || N > m->max_batch)
         return seg_err(SEG_EARG, "unet_forward: batch %d (model holds 1..%d)", N, m->max_batch);
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) {
+        if (m->dev_stale) TRY(unet_sync_device(m));
+        m->logits_fresh = 0;
+        TRY(gpu_net_forward(m->gpu, x, N, train));
+        m->last_N = N;
+        m->last_train = train;
+        m->have_loss = 0;
+        return SEG_OK;
+    }
+#endif
     const int L = m->L, *f = m->cfg.features, Ci = m->cfg.in_ch;
     const long HW = (long)m->H * m->W;
     PROF(m, PR_PACK, pack_forward(m));
@@ -495,20 +595,34 @@ int unet_forward(Unet *m, const float *x, int N, int train)
 /* ---- loss ------------------------------------------------------------------------------------ */
 float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N)
 {
-    if (N != m->last_N || N < 1) {
-        seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, m->last_N);
-        return NAN;
-    }
+    float l;
+    return unet_loss(m, bits, presence, N, &l) < 0 ? NAN : l;
+}
+
+int unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, float *loss)
+{
+    *loss = NAN;
+    if (N != m->last_N || N < 1)
+        return seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, m->last_N);
     const int C = m->cfg.n_classes;
     const long HW = (long)m->H * m->W;
     double s = 0;
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) {
+        TRY(gpu_net_loss(m->gpu, bits, presence, N, &s));
+        m->have_loss = 1;
+        *loss = (float)(s / ((double)N * C * (double)HW));
+        return SEG_OK;
+    }
+#endif
     PROF(m, PR_LOSS, {
         memcpy(m->bits, bits, (size_t)N * C * (size_t)(HW / 8));
         memcpy(m->pres, presence, (size_t)N * ((C + 7) / 8));
         s = nn_bce_sum(m->team, m->logits, m->bits, m->pres, N, C, (int)HW);
     });
     m->have_loss = 1;
-    return (float)(s / ((double)N * C * (double)HW));
+    *loss = (float)(s / ((double)N * C * (double)HW));
+    return SEG_OK;
 }
 
 typedef struct { Unet *m; float scale; } GradCtx;
@@ -558,6 +672,9 @@ int unet_backward(Unet *m)
 {
     if (!m->last_N || !m->last_train || !m->have_loss)
         return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss_bce first");
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) return gpu_net_backward(m->gpu);
+#endif
     const int N = m->last_N, L = m->L, *f = m->cfg.features, C = m->cfg.n_classes;
     const long HW = (long)m->H * m->W;
     memset(m->grads, 0, sizeof(float) * m->n_params);
@@ -618,6 +735,15 @@ int unet_backward(Unet *m)
 
 float unet_clip_grad(Unet *m, float max_norm)
 {
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) {
+        double ss;
+        if ((m->gpu_rc = gpu_net_grad_sumsq(m->gpu, &ss)) < 0) return NAN;
+        const double norm = sqrt(ss), coef = (double)max_norm / (norm + 1e-6);
+        if (max_norm > 0.f && coef < 1.0 && (m->gpu_rc = gpu_net_scale_grads(m->gpu, (float)coef)) < 0) return NAN;
+        return (float)norm;
+    }
+#endif
     const double norm = sqrt(nn_sumsq(m->team, m->grads, m->n_params));
     if (max_norm > 0.f) {
         const double coef = (double)max_norm / (norm + 1e-6);      /* torch.nn.utils.clip_grad_norm_ */
@@ -626,18 +752,32 @@ float unet_clip_grad(Unet *m, float max_norm)
     return (float)norm;
 }
 
-void unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps)
+int unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps)
 {
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) {
+        int skipped = 0;
+        if (m->gpu_rc < 0) { const int rc = m->gpu_rc; m->gpu_rc = 0; return rc; }
+        TRY(gpu_net_adam(m->gpu, lr, beta1, beta2, eps, m->adam_t + 1, &skipped));
+        if (!skipped) m->adam_t++;
+        return skipped;
+    }
+#endif
     m->adam_t++;
     PROF(m, PR_ADAM, nn_adam(m->team, m->params, m->grads, m->adam_m, m->adam_v, m->n_params, lr, beta1, beta2,
                              eps, m->adam_t));
+    return SEG_OK;
 }
 
-void unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
-                      int64_t *tp, int64_t *fp, int64_t *fn)
+int unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
+                     int64_t *tp, int64_t *fp, int64_t *fn)
 {
-    if (N < 1 || N > m->last_N) return;
+    if (N < 1 || N > m->last_N) return seg_err(SEG_EARG, "unet_dice_counts: batch %d, last forward %d", N, m->last_N);
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu) return gpu_net_dice(m->gpu, bits, presence, N, tp, fp, fn);
+#endif
     nn_dice_counts(m->team, m->logits, bits, presence, N, m->cfg.n_classes, m->H * m->W, tp, fp, fn);
+    return SEG_OK;
 }
 
 double unet_flops_per_sample(const Unet *m)

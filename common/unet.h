@@ -32,12 +32,49 @@ typedef struct UnetTensor {
 
 typedef struct Unet Unet;
 
+/* Where a model runs. kind UNET_CPU (common/nn, threads) or UNET_CUDA
+ * (cuDNN/cuBLAS, common/gpu; needs a build with the CUDA toolkit); amp: UNET_AMP_* (GPU only). */
+enum { UNET_CPU = 0, UNET_CUDA = 1, UNET_AUTO = 2 };
+enum { UNET_AMP_OFF = 0, UNET_AMP_BF16 = 1, UNET_AMP_FP16 = 2 };
+typedef struct UnetDevice {
+    int kind;      /* UNET_CPU, UNET_CUDA, or UNET_AUTO before unet_device_resolve */
+    int index;     /* CUDA device number */
+    int amp;       /* UNET_AMP_* */
+} UnetDevice;
+
+/* Parse "auto", "cpu", "cuda" or "cuda:N" (SEG_EARG with the reason otherwise). */
+int  unet_device_parse(const char *s, UnetDevice *d);
+/* Parse "off", "bf16" or "fp16" into d->amp. */
+int  unet_amp_parse(const char *s, UnetDevice *d);
+/* Turn UNET_AUTO into cuda:0 when a usable GPU is there, else the CPU; check that a CUDA
+ * request can be met (SEG_EGPU saying why not: no CUDA in this build, no driver, no device).
+ * desc gets a description of the device ("cpu" or "cuda:0 NVIDIA H100 ..."). */
+int  unet_device_resolve(UnetDevice *d, char *desc, size_t cap);
+/* 1 when this build has the CUDA backend. */
+int  unet_have_cuda(void);
+
 /* Fill cfg with the default (1 -> 32,64,128,256 -> n_classes). */
 void unet_default_config(UnetConfig *cfg, int n_classes);
 /* Allocate a model and every buffer for batches up to max_batch at H x W (H, W divisible
  * by 2^L, else SEG_EARG). threads: compute threads (0 = all cores). Caller frees. */
 int  unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads, Unet **out);
+/* The same on a device (NULL = CPU). On a GPU the host keeps only the state dict (params,
+ * BN buffers, grads, Adam moments) and a logits buffer; the rest lives on the device. */
+int  unet_create_on(const UnetConfig *cfg, int max_batch, int H, int W, int threads,
+                    const UnetDevice *dev, Unet **out);
 void unet_free(Unet *m);                               /* NULL-safe */
+const UnetDevice *unet_device(const Unet *m);
+/* The state on the host views (unet_tensor, unet_params, grads, Adam) is the truth for
+ * checkpoints. On a GPU: unet_sync_host copies the device state into them (waits);
+ * unet_sync_device sends them to the device after the caller wrote them (ckpt loading).
+ * unet_init marks them for upload at the next forward. Both are no-ops on the CPU. */
+int  unet_sync_host(const Unet *m);
+int  unet_sync_device(Unet *m);
+/* Device memory the model holds (0 on the CPU). */
+size_t unet_device_memory_bytes(const Unet *m);
+/* GPU step timing since the last call (busy = device time of the steps' work, wall = from
+ * the first step's start to the last one's end); SEG_EARG on the CPU. */
+int  unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s);
 const UnetConfig *unet_config(const Unet *m);
 /* PyTorch default init (kaiming_uniform a=sqrt(5) weights, uniform bias, BN 1/0),
  * deterministic for a seed; zeroes Adam state and the step count. */
@@ -57,6 +94,8 @@ int64_t *unet_adam_step_count(Unet *m);                /* Adam t, saved in check
  * updates running stats (momentum 0.1, unbiased var); train=0: running stats.
  * Logits (N,C,H,W) stay in the model until the next forward. */
 int          unet_forward(Unet *m, const float *x, int N, int train);
+/* On a GPU the first call after a forward copies them to the host (NULL on failure, with
+ * the reason in seg_errmsg()). */
 const float *unet_logits(const Unet *m);
 
 /* Packed targets: for sample n and channel c, bits + (n*C + c)*(H*W/8) is the bit plane
@@ -66,16 +105,21 @@ const float *unet_logits(const Unet *m);
  * seg_errmsg). Keeps a copy of the targets: unet_backward forms d loss/d logits from them
  * tile by tile (never stored as a float tensor), so the caller may reuse its buffers. */
 float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N);
-/* Backward of the last forward(train=1) + loss: overwrites the grads. */
+/* The same with a status: SEG_OK and *loss, or < 0 (bad batch, GPU failure). */
+int   unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, float *loss);
+/* Backward of the last forward(train=1) + loss: overwrites the grads (on a GPU the device
+ * grads; unet_sync_host brings them to unet_grads). */
 int   unet_backward(Unet *m);
-/* Scale grads so their global L2 norm is at most max_norm (<= 0: no-op); returns the norm. */
+/* Scale grads so their global L2 norm is at most max_norm (<= 0: no-op); returns the norm
+ * (NaN on a GPU failure, which the next unet_adam_step then reports). */
 float unet_clip_grad(Unet *m, float max_norm);
-/* One Adam step on the whole block (PyTorch Adam, no weight decay): t += 1. */
-void  unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps);
+/* One Adam step on the whole block (PyTorch Adam, no weight decay): t += 1. With fp16 AMP a
+ * step whose gradients overflowed is skipped (t unchanged; returns 1). < 0: GPU error. */
+int   unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps);
 
 /* Per-channel counts over the last forward at threshold logit > 0 (prob > 0.5), added
  * into tp/fp/fn[C] (caller zeroes). Same target layout as unet_loss_bce. */
-void  unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
+int   unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
                        int64_t *tp, int64_t *fp, int64_t *fn);
 
 /* Forward FLOPs per H x W sample (2 x MACs of convs and transposed convs). */

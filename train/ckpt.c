@@ -60,6 +60,7 @@ static char *labels_json(const LabelList *l)
 
 static int save_model(const char *path, const Unet *m, const CkptMeta *meta, const char *id)
 {
+    TRY(unet_sync_host(m));                  /* a GPU model's state comes back to the host views */
     int nt = unet_n_tensors(m), rc = SEG_OK;
     StTensor *ts = calloc((size_t)nt, sizeof *ts);
     int64_t *counters = calloc((size_t)nt, sizeof *counters);
@@ -100,6 +101,7 @@ out:
 static int save_state(const char *path, const Unet *m, const char *id, const char *train_state_json)
 {
     Unet *mm = (Unet *)m;   /* the accessors are not const; nothing is written */
+    TRY(unet_sync_host(m));
     int64_t n = (int64_t)unet_n_params(m), step = *unet_adam_step_count(mm);
     char num[32];
     snprintf(num, sizeof num, "%d", CKPT_VERSION);
@@ -261,6 +263,7 @@ int ckpt_load_model(const char *path, Unet *m)
         for (size_t i = 0; i < n; i++)
             if (!isfinite(p[i])) { rc = seg_err(SEG_EFORMAT, "%s: non-finite weight at parameter %zu", path, i); break; }
     }
+    if (rc == SEG_OK) rc = unet_sync_device(m);
     ckpt_info_free(&info);
     st_close(f);
     return rc;
@@ -326,6 +329,7 @@ int ckpt_load_state(const char *path, Unet *m, const char *expect_id)
         else *unet_adam_step_count(m) = step;
     }
     st_close(f);
+    if (rc == SEG_OK) rc = unet_sync_device(m);
     return rc;
 }
 

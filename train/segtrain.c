@@ -37,6 +37,7 @@ static void usage(FILE *f)
 "  segtrain CACHE_DIR --out RUN_DIR [options]\n"
 "  segtrain CACHE_DIR --resume RUN_DIR/checkpoint_epochN.safetensors [--out RUN_DIR] [--epochs M]\n"
 "  segtrain forward CHECKPOINT IN.safetensors OUT.safetensors [--train-mode] [--threads N]\n"
+"           [--device D] [--amp A]\n"
 "           (run a checkpoint on tensor 'x' (N,1,H,W) and write 'logits' (N,C,H,W): for tests)\n"
 "\n"
 "Trains on the cache's train subjects and validates on its val subjects (their split was\n"
@@ -55,7 +56,11 @@ static void usage(FILE *f)
 "  --features LIST     encoder widths, one per level (default 32,64,128,256); the slice size\n"
 "                      must divide by 2^levels\n"
 "  --seed N            weight init, shuffling and augmentation (default 42)\n"
-"  --threads N         compute threads (default: all cores); same seed + same threads =\n"
+"  --device D          auto (default: the GPU when one is usable, else the CPU), cpu, cuda\n"
+"                      or cuda:N; checkpoints are the same whichever device wrote them\n"
+"  --amp A             GPU precision: off (default, fp32), bf16 or fp16 (mixed precision on\n"
+"                      tensor cores, fp32 master weights; fp16 with dynamic loss scaling)\n"
+"  --threads N         CPU compute threads (default: all cores); same seed + same threads =\n"
 "                      identical weights\n"
 "  --loader-threads N  background decode threads (default 1)\n"
 "  --val-every N       validate every N epochs and after the last (default 1)\n"
@@ -98,6 +103,8 @@ typedef struct TrainOpts {
     int64_t  limit_slices;
     float    hu_lo, hu_hi;
     int      force, progress;   /* progress: -1 auto (TTY), 0 off, 1 on */
+    UnetDevice dev;             /* --device / --amp (resolved in open_run) */
+    char     dev_desc[256];
     unsigned given;
     const char *out, *resume, *cache;
 } TrainOpts;
@@ -119,6 +126,7 @@ static void default_opts(TrainOpts *o)
     o->hu_lo = -1000;
     o->hu_hi = 1000;
     o->progress = -1;
+    o->dev.kind = UNET_AUTO;
 }
 
 static int usage_err(const char *fmt, const char *a, const char *b)
@@ -227,6 +235,8 @@ static cJSON *opts_json(const TrainOpts *o)
     cJSON_AddNumberToObject(j, "clip_grad", o->clip_grad);
     cJSON_AddNumberToObject(j, "limit_slices", (double)o->limit_slices);
     cJSON_AddNumberToObject(j, "keep_last", o->keep_last);
+    cJSON_AddStringToObject(j, "device", o->dev.kind == UNET_CUDA ? "cuda" : "cpu");   /* for the record only */
+    cJSON_AddStringToObject(j, "amp", o->dev.amp == UNET_AMP_BF16 ? "bf16" : o->dev.amp == UNET_AMP_FP16 ? "fp16" : "off");
     return j;
 }
 
@@ -380,9 +390,11 @@ static int validate(Unet *m, Loader *val, int C, ValResult *r)
     int rc = loader_start_epoch(val, 0);
     while (rc >= 0 && (rc = loader_next(val, &b)) == 1) {
         if ((rc = unet_forward(m, b.img, b.n, 0)) < 0) break;
-        sum += (double)unet_loss_bce(m, b.bits, b.presence, b.n) * b.n;
+        float loss;
+        if ((rc = unet_loss(m, b.bits, b.presence, b.n, &loss)) < 0) break;
+        sum += (double)loss * b.n;
         n += b.n;
-        unet_dice_counts(m, b.bits, b.presence, b.n, tp, fp, fn);
+        if ((rc = unet_dice_counts(m, b.bits, b.presence, b.n, tp, fp, fn)) < 0) break;
         if (g_stop) break;
     }
     if (rc >= 0) {
@@ -449,7 +461,7 @@ static int fail(int rc)
 
 /* ---- segtrain forward ---- */
 
-static int cmd_forward(const char *ckpt, const char *in, const char *outp, int train_mode, int threads)
+static int cmd_forward(const char *ckpt, const char *in, const char *outp, int train_mode, int threads, UnetDevice dev)
 {
     StFile *f = NULL;
     Unet *m = NULL;
@@ -463,11 +475,14 @@ static int cmd_forward(const char *ckpt, const char *in, const char *outp, int t
     int N = (int)x->shape[0], H = (int)x->shape[2], W = (int)x->shape[3], C = info.cfg.n_classes;
     float *xs = malloc(sizeof(float) * x->count);
     if (!xs) rc = seg_err(SEG_ENOMEM, "input");
-    if (rc == SEG_OK) { st_to_f32(x, xs); rc = unet_create(&info.cfg, N, H, W, threads, &m); }
+    if (rc == SEG_OK) rc = unet_device_resolve(&dev, NULL, 0);
+    if (rc == SEG_OK) { st_to_f32(x, xs); rc = unet_create_on(&info.cfg, N, H, W, threads, &dev, &m); }
     if (rc == SEG_OK) rc = ckpt_load_model(ckpt, m);
     if (rc == SEG_OK) rc = unet_forward(m, xs, N, train_mode);
+    const float *lg = rc == SEG_OK ? unet_logits(m) : NULL;
+    if (rc == SEG_OK && !lg) rc = SEG_EGPU;
     if (rc == SEG_OK) {
-        StTensor t = { .name = "logits", .dtype = ST_F32, .ndim = 4, .shape = { N, C, H, W }, .data = unet_logits(m) };
+        StTensor t = { .name = "logits", .dtype = ST_F32, .ndim = 4, .shape = { N, C, H, W }, .data = lg };
         StMeta md = { "checkpoint", ckpt };
         rc = st_write(outp, &t, 1, &md, 1);
     }
@@ -513,6 +528,12 @@ static int parse_args(int argc, char **argv, TrainOpts *o, const char **pos, int
             o->given |= G_SEED;
         }
         else if (!strcmp(a, "--threads")) { if (parse_long(a, next, 1, 1024, &v)) return EXIT_USAGE; o->threads = (int)v; }
+        else if (!strcmp(a, "--device") || !strcmp(a, "--amp")) {
+            if ((a[2] == 'd' ? unet_device_parse(next, &o->dev) : unet_amp_parse(next, &o->dev)) < 0) {
+                fprintf(stderr, "segtrain: %s (see segtrain --help)\n", seg_errmsg());
+                return EXIT_USAGE;
+            }
+        }
         else if (!strcmp(a, "--loader-threads")) { if (parse_long(a, next, 1, 64, &v)) return EXIT_USAGE; o->loader_threads = (int)v; }
         else if (!strcmp(a, "--val-every")) { if (parse_long(a, next, 1, 1000000, &v)) return EXIT_USAGE; o->val_every = (int)v; o->given |= G_VALEVERY; }
         else if (!strcmp(a, "--hu-window")) { if (parse_window(next, &o->hu_lo, &o->hu_hi)) return EXIT_USAGE; o->given |= G_HU; }
@@ -554,6 +575,7 @@ typedef struct Run {
     RunState     s;
     int          n_subj[3];       /* per CACHE_SPLIT_* */
     int          has_val;
+    int64_t      skipped;         /* fp16 steps skipped for gradient overflow */
     char         state_path[4300];
 } Run;
 
@@ -611,6 +633,11 @@ static int open_run(Run *r)
 {
     TrainOpts *o = &r->o;
     char path[4200];
+    TRY(unet_device_resolve(&o->dev, o->dev_desc, sizeof o->dev_desc));   /* before anything is written */
+    if (o->dev.kind == UNET_CPU && o->dev.amp != UNET_AMP_OFF) {
+        LOG(2, "segtrain: note: --amp applies to the GPU only; the CPU trains in fp32\n");
+        o->dev.amp = UNET_AMP_OFF;
+    }
     TRY(cache_open(o->cache, &r->cache));
     const int size = cache_size(r->cache), C = cache_n_channels(r->cache);
     if (o->resume) TRY(check_resume(r));
@@ -635,7 +662,7 @@ static int open_run(Run *r)
     unet_default_config(&cfg, C);
     cfg.n_levels = o->n_levels;
     memcpy(cfg.features, o->features, sizeof cfg.features);
-    TRY(unet_create(&cfg, o->batch_size, size, size, o->threads, &r->m));
+    TRY(unet_create_on(&cfg, o->batch_size, size, size, o->threads, &o->dev, &r->m));
     if (o->resume) {
         if ((rc = ckpt_load_model(o->resume, r->m)) < 0 || (rc = ckpt_load_state(r->state_path, r->m, r->info.id)) < 0)
             return seg_err(rc, "--resume: %s", seg_errmsg());
@@ -669,6 +696,12 @@ static int open_run(Run *r)
     LOG(2, "segtrain: U-Net %s (%zu parameters, %.2f GFLOP per slice), batch %d, lr %g, %s, seed %llu\n", fs,
         unet_n_params(r->m), unet_flops_per_sample(r->m) * 1e-9, o->batch_size, r->s.lr,
         o->aug ? "augmentation on" : "no augmentation", (unsigned long long)o->seed);
+    if (o->dev.kind == UNET_CUDA)
+        LOG(2, "segtrain: device %s, %s, %.1f MiB of GPU memory\n", o->dev_desc,
+            o->dev.amp == UNET_AMP_BF16 ? "bf16 mixed precision" : o->dev.amp == UNET_AMP_FP16 ? "fp16 mixed precision" : "fp32",
+            unet_device_memory_bytes(r->m) / 1048576.0);
+    else
+        LOG(2, "segtrain: device %s\n", o->dev_desc);
     LOG(3, "segtrain: model buffers %.1f MiB; loader: %d decode thread(s), %d batch slots; %d compute thread(s)%s\n",
         unet_memory_bytes(r->m) / 1048576.0, o->loader_threads, o->loader_threads + 2,
         o->threads, o->threads ? "" : " (0 = all cores)");
@@ -689,19 +722,21 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     Progress pr;
     progress_start(&pr, label, "slices", loader_n_samples(r->tl), g_verbosity >= 2 && tty, 1);
     double t0 = progress_now(), sum = 0;
-    int64_t seen = 0;
+    int64_t seen = 0, skipped0 = r->skipped;
     LoaderBatch b;
     int rc = loader_start_epoch(r->tl, epoch);
     while (rc >= 0 && !g_stop && (rc = loader_next(r->tl, &b)) == 1) {
         if ((rc = unet_forward(r->m, b.img, b.n, 1)) < 0) break;
-        float loss = unet_loss_bce(r->m, b.bits, b.presence, b.n);
+        float loss;
+        if ((rc = unet_loss(r->m, b.bits, b.presence, b.n, &loss)) < 0) break;
         if (!isfinite(loss)) {
             rc = seg_err(SEG_EARG, "the loss became %g at epoch %d, batch %d: lower --lr or use --clip-grad", loss, epoch, b.index);
             break;
         }
         if ((rc = unet_backward(r->m)) < 0) break;
         if (r->o.clip_grad > 0) unet_clip_grad(r->m, (float)r->o.clip_grad);
-        unet_adam_step(r->m, (float)r->s.lr, 0.9f, 0.999f, 1e-8f);
+        if ((rc = unet_adam_step(r->m, (float)r->s.lr, 0.9f, 0.999f, 1e-8f)) < 0) break;
+        if (rc == 1) r->skipped++;
         sum += (double)loss * b.n;
         seen += b.n;
         snprintf(extra, sizeof extra, "loss %.4f", sum / seen);
@@ -714,6 +749,9 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         return rc < 0 ? rc : SEG_OK;
     }
     progress_finish(&pr, seen ? extra : NULL);
+    if (r->skipped > skipped0)
+        LOG(2, "segtrain: fp16: %lld step(s) of this epoch skipped for gradient overflow (the loss scale adapts)\n",
+            (long long)(r->skipped - skipped0));
     he->train_loss = seen ? sum / seen : NAN;
     he->slices_per_s = el > 0 ? seen / el : 0;
     return SEG_OK;
@@ -786,7 +824,7 @@ int main(int argc, char **argv)
     if (code >= 0) return code;
     if (npos >= 1 && !strcmp(pos[0], "forward")) {
         if (npos != 4) { fprintf(stderr, "segtrain: usage: segtrain forward CHECKPOINT IN.safetensors OUT.safetensors\n"); return EXIT_USAGE; }
-        return cmd_forward(pos[1], pos[2], pos[3], train_mode, o->threads);
+        return cmd_forward(pos[1], pos[2], pos[3], train_mode, o->threads, o->dev);
     }
     if (npos != 1) {
         if (npos == 0) usage(stderr);

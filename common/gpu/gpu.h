@@ -1,0 +1,85 @@
+/* common/gpu/gpu.h : the CUDA backend of the U-Net (cuDNN convolutions and BatchNorm,
+ * cuBLAS for the 1x1 head, our own kernels for ReLU, pooling, concat, the packed-mask BCE,
+ * Dice counts and Adam). Built only when the Makefile finds the CUDA toolkit
+ * (SEG_HAVE_CUDA); common/unet.c is its only caller and keeps the host copy of the state
+ * dict, so checkpoints are the same whichever device trained them.
+ *
+ * Device memory: the parameter block, its gradients, the Adam moments and the BatchNorm
+ * buffers in the host layout (unet.h), plus every activation for max_batch, allocated once
+ * by gpu_net_create. Work runs on one compute stream; inputs go up through pinned buffers
+ * on a second stream, so the upload of batch k+1 overlaps the backward of batch k. */
+#ifndef SEG_GPU_H
+#define SEG_GPU_H
+#include <stddef.h>
+#include <stdint.h>
+#include "unet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { GPU_AMP_OFF = 0, GPU_AMP_BF16 = 1, GPU_AMP_FP16 = 2 };
+
+/* Is CUDA device `index` usable (driver, device, a kernel image for its architecture)?
+ * SEG_OK and a description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") in desc, else SEG_EGPU
+ * with the reason in seg_errmsg(). */
+int gpu_probe(int index, char *desc, size_t cap);
+/* Number of CUDA devices the driver reports (0 without a driver). */
+int gpu_count(void);
+
+typedef struct GpuNet GpuNet;
+
+/* What the GPU model needs from the host model: its shape and its state-dict table (the
+ * tensors' offsets into the host parameter block / buffer block, found by name). */
+typedef struct GpuNetDesc {
+    UnetConfig        cfg;
+    int               max_batch, H, W;
+    int               device, amp;          /* CUDA device index; GPU_AMP_* */
+    const UnetTensor *tensors;
+    int               n_tensors;
+    size_t            n_params, n_bufs;
+    const float      *params, *bufs;        /* host blocks the tensor views point into */
+} GpuNetDesc;
+
+int  gpu_net_create(const GpuNetDesc *d, GpuNet **out);
+void gpu_net_free(GpuNet *g);                                      /* NULL-safe */
+/* Device bytes the model holds (all buffers, cuDNN workspace included). */
+size_t gpu_net_memory_bytes(const GpuNet *g);
+
+/* Copy the whole state host -> device (params, BN buffers, Adam m/v) and back. download
+ * also fetches the gradients when grads is not NULL. Both wait for the device. */
+int gpu_net_upload(GpuNet *g, const float *params, const float *bufs, const float *adam_m, const float *adam_v);
+int gpu_net_download(GpuNet *g, float *params, float *bufs, float *adam_m, float *adam_v, float *grads);
+
+/* Forward of x:(N,in_ch,H,W) host floats; train=1 uses batch statistics and updates the
+ * running ones (and num_batches_tracked). Returns once the work is queued. */
+int gpu_net_forward(GpuNet *g, const float *x, int N, int train);
+/* Copy the last forward's logits (N,C,H,W) to host memory (waits). */
+int gpu_net_logits(GpuNet *g, float *out);
+/* BCE-with-logits summed over the last forward (targets as in unet_loss_bce); keeps the
+ * targets on the device for gpu_net_backward. Waits for the sum. */
+int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, double *sum);
+/* Backward of the last forward+loss: overwrites the gradients (queued, no wait). With fp16
+ * the loss is scaled; the gradients come back unscaled. */
+int gpu_net_backward(GpuNet *g);
+/* Sum of squared gradients (waits); then scale them by s (queued). */
+int gpu_net_grad_sumsq(GpuNet *g, double *out);
+int gpu_net_scale_grads(GpuNet *g, float s);
+/* One Adam step at step count t (PyTorch formula, as nn_adam). *skipped = 1 when fp16 loss
+ * scaling found an overflow in this step's gradients: nothing was changed and the scale was
+ * halved (the caller does not count the step). */
+int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float eps, int64_t t, int *skipped);
+/* Dice counts of the last forward at logit > 0, added into tp/fp/fn[C] (waits). */
+int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N,
+                 int64_t *tp, int64_t *fp, int64_t *fn);
+
+/* Device time of the last training steps: per step, GPU busy seconds (forward to the end of
+ * Adam, less the wait for the loss) and wall seconds between step starts; for benchmarks. */
+int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s);
+/* Short description of the device and precision ("cuda:0 NVIDIA H100 ..., bf16 AMP"). */
+const char *gpu_net_desc(const GpuNet *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,886 @@
+/* common/gpu/gpu_net.cu : the U-Net on one CUDA device (see gpu.h). The same network as
+ * common/unet.c, NCHW float32 activations:
+ *   conv3x3 (cuDNN) -> BatchNorm (cuDNN, batch statistics or running ones) -> ReLU (ours),
+ *   MaxPool 2x2 and the skip concatenation (ours), ConvTranspose 2x2 s2 = cuDNN's backward-
+ *   data of a stride-2 conv (+ bias, ours), head conv1x1 = cuBLAS strided-batched SGEMM.
+ * Kept for backward: per conv its raw output z and its ReLU output a, the pooled maps, the
+ * upsampled maps and the concatenations; gradients run through three ping-pong buffers and
+ * one skip-gradient buffer per level, as on the CPU.
+ * AMP (bf16 / fp16): the 3x3 convs and the transposed convs run on tensor cores with
+ * half-precision inputs, weights and outputs (cast by our kernels from the fp32 tensors and
+ * from a half copy of the fp32 master weights); BatchNorm, the head, the loss and Adam stay
+ * fp32. fp16 scales the loss (dynamic, from 2^16; halved on overflow, doubled after 2000
+ * clean steps) and skips the steps whose gradients overflow. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern "C" {
+#include "err.h"
+}
+#include "gpu.h"
+#include "gpu_kernels.h"
+
+#define CU_TRY(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) return seg_err(SEG_EGPU, "%s:%d: %s: %s", \
+    __FILE__, __LINE__, #x, cudaGetErrorString(e_)); } while (0)
+#define DNN_TRY(x) do { cudnnStatus_t e_ = (x); if (e_ != CUDNN_STATUS_SUCCESS) return seg_err(SEG_EGPU, \
+    "%s:%d: %s: %s", __FILE__, __LINE__, #x, cudnnGetErrorString(e_)); } while (0)
+#define BLAS_TRY(x) do { cublasStatus_t e_ = (x); if (e_ != CUBLAS_STATUS_SUCCESS) return seg_err(SEG_EGPU, \
+    "%s:%d: %s: %s", __FILE__, __LINE__, #x, cublasGetStatusString(e_)); } while (0)
+#define KERNEL_CHECK() CU_TRY(cudaGetLastError())
+
+#define BN_EPS 1e-5
+#define BN_MOMENTUM 0.1
+#define WS_LIMIT ((size_t)2 << 30)   /* largest cuDNN workspace an algorithm may ask for */
+#define RING 512                     /* steps of timing events kept */
+
+/* ---- probing --------------------------------------------------------------------------------- */
+extern "C" int gpu_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n;
+}
+
+extern "C" int gpu_probe(int index, char *desc, size_t cap)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver)
+            return seg_err(SEG_EGPU, "no NVIDIA GPU with a working driver on this machine (%s)", cudaGetErrorString(e));
+        return seg_err(SEG_EGPU, "the CUDA runtime cannot start (%s)", cudaGetErrorString(e));
+    }
+    if (n < 1) return seg_err(SEG_EGPU, "the CUDA driver reports no device");
+    if (index < 0 || index >= n) return seg_err(SEG_EGPU, "cuda:%d: this machine has %d CUDA device(s), cuda:0..cuda:%d", index, n, n - 1);
+    cudaDeviceProp p;
+    CU_TRY(cudaGetDeviceProperties(&p, index));
+    if (p.major < 8)
+        return seg_err(SEG_EGPU, "cuda:%d: %s is compute capability %d.%d; segkit's GPU backend needs 8.0 or newer",
+                       index, p.name, p.major, p.minor);
+    CU_TRY(cudaSetDevice(index));
+    e = (cudaError_t)gk_check_image();
+    if (e != cudaSuccess)
+        return seg_err(SEG_EGPU, "cuda:%d: %s (sm_%d%d): the GPU kernels were not built for it (%s); rebuild with "
+                       "NVCC_ARCH set for this GPU", index, p.name, p.major, p.minor, cudaGetErrorString(e));
+    if (desc)
+        snprintf(desc, cap, "cuda:%d %s, sm_%d%d, %.1f GiB, cuDNN %zu", index, p.name, p.major, p.minor,
+                 p.totalGlobalMem / 1073741824.0, cudnnGetVersion());
+    return SEG_OK;
+}
+
+/* ---- the model -------------------------------------------------------------------------------- */
+/* One convolution geometry, PyTorch terms: x (N, xc, xh, xw) * w (k, xc, r, r) -> y (N, k, yh, yw).
+ * A conv3x3 layer runs fwd / bwd-filter / bwd-data of it; a transposed conv is the same
+ * stride-2 geometry run the other way (bwd-data forward; fwd and bwd-filter backward). */
+typedef struct Algo {
+    int N;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t bwd_data;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    cudnnMathType_t m_fwd, m_bd, m_bf;
+    size_t ws;
+} Algo;
+
+typedef struct ConvGeo {
+    int xc, xh, xw, k, r, pad, stride, yh, yw;
+    Algo algo[2];                 /* cached for two batch sizes (the full one and the last) */
+} ConvGeo;
+
+typedef struct Conv {             /* conv3x3 (no bias) -> BatchNorm2d -> ReLU */
+    ConvGeo geo;
+    size_t w, gamma, beta;        /* offsets into params / grads */
+    size_t rm, rv;                /* offsets into bufs */
+    float *z, *a;                 /* (N, Co, H, W) */
+    float *smean, *sinv;          /* BatchNorm's saved batch statistics */
+} Conv;
+
+typedef struct Up {               /* ConvTranspose2d 2x2 s2 + bias */
+    ConvGeo geo;                  /* x = the output u (N, Co, 2h, 2w), y = the input (N, Ci, h, w) */
+    size_t w, b;
+    float *u;
+} Up;
+
+typedef struct Block { Conv c1, c2; } Block;
+
+struct GpuNet {
+    GpuNetDesc d;
+    int L, C, amp;
+    long HW;
+    cudaStream_t st, cp;                  /* compute, copy */
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    cudnnTensorDescriptor_t tx, ty, tbn;
+    cudnnFilterDescriptor_t fw;
+    cudnnConvolutionDescriptor_t cv;
+    cudnnDataType_t dt;                   /* conv data type: float, bf16 or half */
+    /* state, host layout */
+    float *params, *grads, *adam_m, *adam_v, *bufs;
+    void *hparams;                        /* AMP: half copy of params */
+    int hparams_stale;
+    int *nbt_off;
+    int n_nbt;
+    /* layers */
+    Block enc[UNET_MAX_LEVELS], dec[UNET_MAX_LEVELS], bott;
+    Up up[UNET_MAX_LEVELS];
+    size_t head_w, head_b;
+    float *pool[UNET_MAX_LEVELS + 1], *cat[UNET_MAX_LEVELS], *dskip[UNET_MAX_LEVELS];
+    float *logits, *dlogits;
+    float *gA, *gB, *gC, *gDZ;
+    void *hA, *hB, *hW;                   /* AMP scratch: inputs, outputs, weight grads */
+    size_t maxel, maxw;
+    void *ws;
+    size_t ws_bytes;
+    /* inputs: two slots each, so the upload of the next batch overlaps this one's backward */
+    float *xin[2], *x_pin[2];
+    uint8_t *bits[2], *pres[2], *bits_pin[2], *pres_pin[2];
+    cudaEvent_t x_up[2], x_free[2], t_up[2], t_free[2];
+    int xs, ts;                           /* slot of the last forward / loss */
+    double *partial, *partial_pin;
+    unsigned long long *dice, *dice_pin;
+    /* step */
+    int last_N, last_train, have_loss;
+    float loss_scale;
+    int good_steps;
+    /* timing ring */
+    cudaEvent_t ev[RING][4];              /* forward start, loss end, backward start, adam end */
+    int ring_n, ring_first;
+    size_t mem_bytes;
+    char desc_txt[256];
+};
+
+
+static int dalloc(GpuNet *g, void **p, size_t bytes)
+{
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return seg_err(SEG_ENOMEM, "GPU: cannot allocate %.1f MiB of device memory (%.1f MiB held so far): %s; use a "
+                       "smaller --batch-size", bytes / 1048576.0, g->mem_bytes / 1048576.0, cudaGetErrorString(e));
+    }
+    g->mem_bytes += bytes;
+    return SEG_OK;
+}
+#define DALLOC(g, p, n) dalloc((g), (void **)&(p), (n))
+
+static int halloc(void **p, size_t bytes)
+{
+    *p = NULL;
+    cudaError_t e = cudaHostAlloc(p, bytes ? bytes : 16, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return seg_err(SEG_ENOMEM, "GPU: cannot allocate %.1f MiB of pinned host memory: %s", bytes / 1048576.0,
+                       cudaGetErrorString(e));
+    }
+    return SEG_OK;
+}
+#define HALLOC(p, n) halloc((void **)&(p), (n))
+
+/* Offset of a state-dict tensor by name: into params (trainable) or bufs. */
+static int find(const GpuNetDesc *d, const char *name, int trainable, size_t *off)
+{
+    for (int i = 0; i < d->n_tensors; i++) {
+        const UnetTensor *t = &d->tensors[i];
+        if (strcmp(t->name, name)) continue;
+        if (t->trainable != trainable) break;
+        *off = (size_t)((trainable ? t->data - d->params : t->data - d->bufs));
+        return SEG_OK;
+    }
+    return seg_err(SEG_EARG, "GPU model: state dict has no %s tensor '%s'", trainable ? "trainable" : "buffer", name);
+}
+
+static void geo_set(ConvGeo *g, int xc, int xh, int xw, int k, int r, int pad, int stride)
+{
+    memset(g, 0, sizeof *g);
+    g->xc = xc; g->xh = xh; g->xw = xw; g->k = k; g->r = r; g->pad = pad; g->stride = stride;
+    g->yh = (xh + 2 * pad - r) / stride + 1;
+    g->yw = (xw + 2 * pad - r) / stride + 1;
+}
+
+static int conv_layer(GpuNet *g, Conv *c, const char *pre, int i_conv, int i_bn, int ci, int co, int H, int W)
+{
+    char nm[160];
+    size_t rv = 0;
+    geo_set(&c->geo, ci, H, W, co, 3, 1, 1);
+    snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_conv); TRY(find(&g->d, nm, 1, &c->w));
+    snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_bn); TRY(find(&g->d, nm, 1, &c->gamma));
+    snprintf(nm, sizeof nm, "%s.net.%d.bias", pre, i_bn); TRY(find(&g->d, nm, 1, &c->beta));
+    snprintf(nm, sizeof nm, "%s.net.%d.running_mean", pre, i_bn); TRY(find(&g->d, nm, 0, &c->rm));
+    snprintf(nm, sizeof nm, "%s.net.%d.running_var", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
+    c->rv = rv;
+    snprintf(nm, sizeof nm, "%s.net.%d.num_batches_tracked", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
+    g->nbt_off[g->n_nbt++] = (int)rv;
+    const size_t P = (size_t)g->d.max_batch * H * W;
+    TRY(DALLOC(g, c->z, sizeof(float) * P * co));
+    TRY(DALLOC(g, c->a, sizeof(float) * P * co));
+    TRY(DALLOC(g, c->smean, sizeof(float) * co));
+    TRY(DALLOC(g, c->sinv, sizeof(float) * co));
+    if (P * (size_t)(ci > co ? ci : co) > g->maxel) g->maxel = P * (size_t)(ci > co ? ci : co);
+    if ((size_t)ci * co * 9 > g->maxw) g->maxw = (size_t)ci * co * 9;
+    return SEG_OK;
+}
+
+static int block_layer(GpuNet *g, Block *b, const char *pre, int ci, int co, int H, int W)
+{
+    TRY(conv_layer(g, &b->c1, pre, 0, 1, ci, co, H, W));
+    return conv_layer(g, &b->c2, pre, 3, 4, co, co, H, W);
+}
+
+extern "C" void gpu_net_free(GpuNet *g)
+{
+    if (!g) return;
+    if (g->st) cudaStreamSynchronize(g->st);
+    if (g->cp) cudaStreamSynchronize(g->cp);
+    Conv *cs[4 * UNET_MAX_LEVELS + 2];
+    int n = 0;
+    for (int l = 0; l < UNET_MAX_LEVELS; l++) {
+        cs[n++] = &g->enc[l].c1; cs[n++] = &g->enc[l].c2; cs[n++] = &g->dec[l].c1; cs[n++] = &g->dec[l].c2;
+    }
+    cs[n++] = &g->bott.c1;
+    cs[n++] = &g->bott.c2;
+    for (int i = 0; i < n; i++) { cudaFree(cs[i]->z); cudaFree(cs[i]->a); cudaFree(cs[i]->smean); cudaFree(cs[i]->sinv); }
+    for (int l = 0; l < UNET_MAX_LEVELS; l++) { cudaFree(g->up[l].u); cudaFree(g->cat[l]); cudaFree(g->dskip[l]); }
+    for (int l = 0; l <= UNET_MAX_LEVELS; l++) cudaFree(g->pool[l]);
+    void *dev[] = { g->params, g->grads, g->adam_m, g->adam_v, g->bufs, g->hparams, g->nbt_off, g->logits, g->dlogits,
+                    g->gA, g->gB, g->gC, g->gDZ, g->hA, g->hB, g->hW, g->ws, g->xin[0], g->xin[1], g->bits[0], g->bits[1],
+                    g->pres[0], g->pres[1], g->partial, g->dice };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
+    void *pin[] = { g->x_pin[0], g->x_pin[1], g->bits_pin[0], g->bits_pin[1], g->pres_pin[0], g->pres_pin[1],
+                    g->partial_pin, g->dice_pin };
+    for (size_t i = 0; i < sizeof pin / sizeof pin[0]; i++) if (pin[i]) cudaFreeHost(pin[i]);
+    for (int s = 0; s < 2; s++) {
+        cudaEvent_t evs[4] = { g->x_up[s], g->x_free[s], g->t_up[s], g->t_free[s] };
+        for (int k = 0; k < 4; k++) if (evs[k]) cudaEventDestroy(evs[k]);
+    }
+    for (int r = 0; r < RING; r++) for (int k = 0; k < 4; k++) if (g->ev[r][k]) cudaEventDestroy(g->ev[r][k]);
+    if (g->tx) cudnnDestroyTensorDescriptor(g->tx);
+    if (g->ty) cudnnDestroyTensorDescriptor(g->ty);
+    if (g->tbn) cudnnDestroyTensorDescriptor(g->tbn);
+    if (g->fw) cudnnDestroyFilterDescriptor(g->fw);
+    if (g->cv) cudnnDestroyConvolutionDescriptor(g->cv);
+    if (g->dnn) cudnnDestroy(g->dnn);
+    if (g->blas) cublasDestroy(g->blas);
+    if (g->st) cudaStreamDestroy(g->st);
+    if (g->cp) cudaStreamDestroy(g->cp);
+    cudaGetLastError();
+    free(g);
+}
+
+static int create_buffers(GpuNet *g)
+{
+    const int L = g->L, *f = g->d.cfg.features, C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
+    g->n_nbt = 0;
+    TRY(DALLOC(g, g->nbt_off, sizeof(int) * (4 * UNET_MAX_LEVELS + 2)));
+    int *nbt_host = (int *)malloc(sizeof(int) * (4 * UNET_MAX_LEVELS + 2));
+    if (!nbt_host) return seg_err(SEG_ENOMEM, "GPU model");
+    int *dev_off = g->nbt_off;
+    g->nbt_off = nbt_host;                     /* conv_layer fills the host copy first */
+    int rc = SEG_OK;
+    char nm[64];
+    for (int i = 0; rc == SEG_OK && i < L; i++) {
+        snprintf(nm, sizeof nm, "downs.%d", i);
+        rc = block_layer(g, &g->enc[i], nm, i == 0 ? g->d.cfg.in_ch : f[i - 1], f[i], H >> i, W >> i);
+    }
+    for (int j = 0; rc == SEG_OK && j < L; j++) {
+        const int l = L - 1 - j, cin = j == 0 ? 2 * f[L - 1] : f[l + 1];
+        Up *u = &g->up[l];
+        snprintf(nm, sizeof nm, "ups.%d.weight", 2 * j);
+        if ((rc = find(&g->d, nm, 1, &u->w)) < 0) break;
+        snprintf(nm, sizeof nm, "ups.%d.bias", 2 * j);
+        if ((rc = find(&g->d, nm, 1, &u->b)) < 0) break;
+        geo_set(&u->geo, f[l], H >> l, W >> l, cin, 2, 0, 2);
+        const size_t P = (size_t)NB * (H >> l) * (W >> l);
+        if ((rc = DALLOC(g, u->u, sizeof(float) * P * f[l])) < 0) break;
+        if ((rc = DALLOC(g, g->cat[l], sizeof(float) * P * 2 * f[l])) < 0) break;
+        if ((rc = DALLOC(g, g->dskip[l], sizeof(float) * P * f[l])) < 0) break;
+        if (P * 2 * f[l] > g->maxel) g->maxel = P * 2 * f[l];
+        if ((size_t)cin * f[l] * 4 > g->maxw) g->maxw = (size_t)cin * f[l] * 4;
+        snprintf(nm, sizeof nm, "ups.%d", 2 * j + 1);
+        rc = block_layer(g, &g->dec[l], nm, 2 * f[l], f[l], H >> l, W >> l);
+    }
+    if (rc == SEG_OK) rc = block_layer(g, &g->bott, "bottleneck", f[L - 1], 2 * f[L - 1], H >> L, W >> L);
+    if (rc == SEG_OK) rc = find(&g->d, "head.weight", 1, &g->head_w);
+    if (rc == SEG_OK) rc = find(&g->d, "head.bias", 1, &g->head_b);
+    g->nbt_off = dev_off;
+    if (rc == SEG_OK) rc = cudaMemcpy(dev_off, nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice) == cudaSuccess
+                               ? SEG_OK : seg_err(SEG_EGPU, "GPU model: upload of the BatchNorm counters failed");
+    free(nbt_host);
+    TRY(rc);
+    for (int l = 1; l <= L; l++) {
+        const size_t P = (size_t)NB * (H >> l) * (W >> l);
+        TRY(DALLOC(g, g->pool[l], sizeof(float) * P * f[l - 1]));
+    }
+    const size_t P0 = (size_t)NB * H * W;
+    if (P0 * C > g->maxel) g->maxel = P0 * C;
+    TRY(DALLOC(g, g->logits, sizeof(float) * P0 * C));
+    TRY(DALLOC(g, g->dlogits, sizeof(float) * P0 * C));
+    TRY(DALLOC(g, g->gA, sizeof(float) * g->maxel));
+    TRY(DALLOC(g, g->gB, sizeof(float) * g->maxel));
+    TRY(DALLOC(g, g->gC, sizeof(float) * g->maxel));
+    TRY(DALLOC(g, g->gDZ, sizeof(float) * g->maxel));
+    if (g->amp) {
+        TRY(DALLOC(g, g->hA, 2 * g->maxel));
+        TRY(DALLOC(g, g->hB, 2 * g->maxel));
+        TRY(DALLOC(g, g->hW, 2 * g->maxw));
+        TRY(DALLOC(g, g->hparams, 2 * g->d.n_params));
+    }
+    const size_t np = g->d.n_params;
+    TRY(DALLOC(g, g->params, sizeof(float) * np));
+    TRY(DALLOC(g, g->grads, sizeof(float) * np));
+    TRY(DALLOC(g, g->adam_m, sizeof(float) * np));
+    TRY(DALLOC(g, g->adam_v, sizeof(float) * np));
+    TRY(DALLOC(g, g->bufs, sizeof(float) * (g->d.n_bufs ? g->d.n_bufs : 1)));
+    const size_t xin = (size_t)NB * g->d.cfg.in_ch * H * W, nb = (size_t)NB * C * (H * (size_t)W / 8),
+                 np_ = (size_t)NB * ((C + 7) / 8);
+    for (int s = 0; s < 2; s++) {
+        TRY(DALLOC(g, g->xin[s], sizeof(float) * xin));
+        TRY(DALLOC(g, g->bits[s], nb));
+        TRY(DALLOC(g, g->pres[s], np_));
+        TRY(HALLOC(g->x_pin[s], sizeof(float) * xin));
+        TRY(HALLOC(g->bits_pin[s], nb));
+        TRY(HALLOC(g->pres_pin[s], np_));
+        CU_TRY(cudaEventCreateWithFlags(&g->x_up[s], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&g->x_free[s], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&g->t_up[s], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&g->t_free[s], cudaEventDisableTiming));
+    }
+    const size_t npart = (size_t)NB * C > GK_SUMSQ_BLOCKS ? (size_t)NB * C : GK_SUMSQ_BLOCKS;
+    TRY(DALLOC(g, g->partial, sizeof(double) * npart));
+    TRY(HALLOC(g->partial_pin, sizeof(double) * npart));
+    TRY(DALLOC(g, g->dice, sizeof(unsigned long long) * 3 * C));
+    TRY(HALLOC(g->dice_pin, sizeof(unsigned long long) * 3 * C));
+    for (int r = 0; r < RING; r++)
+        for (int k = 0; k < 4; k++) CU_TRY(cudaEventCreate(&g->ev[r][k]));
+    return SEG_OK;
+}
+
+/* ---- convolutions ----------------------------------------------------------------------------- */
+/* Set the descriptors for geometry q at batch N: tx = x, ty = y, fw = w, cv = the conv. */
+static int geo_desc(GpuNet *g, const ConvGeo *q, int N)
+{
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, CUDNN_TENSOR_NCHW, g->dt, N, q->xc, q->xh, q->xw));
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->ty, CUDNN_TENSOR_NCHW, g->dt, N, q->k, q->yh, q->yw));
+    DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, g->dt, CUDNN_TENSOR_NCHW, q->k, q->xc, q->r, q->r));
+    DNN_TRY(cudnnSetConvolution2dDescriptor(g->cv, q->pad, q->pad, q->stride, q->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                            CUDNN_DATA_FLOAT));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, g->amp ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    return SEG_OK;
+}
+
+static int ensure_ws(GpuNet *g, size_t bytes)
+{
+    if (bytes <= g->ws_bytes) return SEG_OK;
+    CU_TRY(cudaStreamSynchronize(g->st));
+    cudaFree(g->ws);
+    g->mem_bytes -= g->ws_bytes;
+    g->ws_bytes = 0;
+    TRY(dalloc(g, &g->ws, bytes));
+    g->ws_bytes = bytes;
+    return SEG_OK;
+}
+
+/* The heuristics' first successful algorithm within the workspace limit, preferring
+ * deterministic ones. Descriptors must be set. */
+#define PICK(perf, n, out, mt, wsz) do {                                                            \
+        int best_ = -1;                                                                             \
+        for (int i_ = 0; i_ < (n); i_++)                                                            \
+            if ((perf)[i_].status == CUDNN_STATUS_SUCCESS && (perf)[i_].memory <= WS_LIMIT) {      \
+                if (best_ < 0) best_ = i_;                                                          \
+                if ((perf)[i_].determinism == CUDNN_DETERMINISTIC) { best_ = i_; break; }          \
+            }                                                                                       \
+        if (best_ < 0) return seg_err(SEG_EGPU, "cuDNN offers no algorithm for a %s", #out);       \
+        (out) = (perf)[best_].algo;                                                                 \
+        (mt) = (perf)[best_].mathType;                                                              \
+        if ((perf)[best_].memory > (wsz)) (wsz) = (perf)[best_].memory;                             \
+    } while (0)
+
+static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
+{
+    for (int i = 0; i < 2; i++) if (q->algo[i].N == N) { *out = &q->algo[i]; return SEG_OK; }
+    Algo *a = q->algo[0].N == 0 || q->algo[0].N != g->d.max_batch ? &q->algo[0] : &q->algo[1];
+    memset(a, 0, sizeof *a);
+    int n;
+    cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    DNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(g->dnn, g->tx, g->fw, g->cv, g->ty, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, pf));
+    PICK(pf, n, a->fwd, a->m_fwd, a->ws);
+    DNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(g->dnn, g->fw, g->ty, g->cv, g->tx,
+                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, pd));
+    PICK(pd, n, a->bwd_data, a->m_bd, a->ws);
+    DNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(g->dnn, g->tx, g->ty, g->cv, g->fw,
+                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, pw));
+    PICK(pw, n, a->bwd_filter, a->m_bf, a->ws);
+    size_t s = 0;
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
+    DNN_TRY(cudnnGetConvolutionForwardWorkspaceSize(g->dnn, g->tx, g->fw, g->cv, g->ty, a->fwd, &s));
+    if (s > a->ws) a->ws = s;
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
+    DNN_TRY(cudnnGetConvolutionBackwardDataWorkspaceSize(g->dnn, g->fw, g->ty, g->cv, g->tx, a->bwd_data, &s));
+    if (s > a->ws) a->ws = s;
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
+    DNN_TRY(cudnnGetConvolutionBackwardFilterWorkspaceSize(g->dnn, g->tx, g->ty, g->cv, g->fw, a->bwd_filter, &s));
+    if (s > a->ws) a->ws = s;
+    TRY(ensure_ws(g, a->ws));
+    a->N = N;
+    *out = a;
+    return SEG_OK;
+}
+
+/* Weights of tensor offset w as the conv data type. */
+static const void *wptr(GpuNet *g, size_t w)
+{
+    return g->amp ? (const void *)((const char *)g->hparams + 2 * w) : (const void *)(g->params + w);
+}
+
+/* y = conv(x, w): fp32 in and out; AMP casts x to half, runs the conv in half, casts y back. */
+static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, size_t w, float *y)
+{
+    const float one = 1.f, zero = 0.f;
+    const Algo *a;
+    TRY(geo_desc(g, q, N));
+    TRY(geo_algo(g, q, N, &a));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
+    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
+    if (g->amp) {
+        gk_to_half(g->st, g->amp, x, g->hA, nx);
+        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
+                                        &zero, g->ty, g->hB));
+        gk_from_half(g->st, g->amp, g->hB, y, ny);
+    } else {
+        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
+                                        &zero, g->ty, y));
+    }
+    return SEG_OK;
+}
+
+/* dx = conv's input gradient from dy (also the transposed conv's forward). */
+static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, size_t w, const float *dy, float *dx)
+{
+    const float one = 1.f, zero = 0.f;
+    const Algo *a;
+    TRY(geo_desc(g, q, N));
+    TRY(geo_algo(g, q, N, &a));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
+    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
+    if (g->amp) {
+        gk_to_half(g->st, g->amp, dy, g->hB, ny);
+        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
+                                             g->ws_bytes, &zero, g->tx, g->hA));
+        gk_from_half(g->st, g->amp, g->hA, dx, nx);
+    } else {
+        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, dy, g->cv, a->bwd_data, g->ws,
+                                             g->ws_bytes, &zero, g->tx, dx));
+    }
+    return SEG_OK;
+}
+
+/* grads[w..] = dL/dw from x and dy (overwritten). */
+static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const float *dy, size_t w)
+{
+    const float one = 1.f, zero = 0.f;
+    const Algo *a;
+    TRY(geo_desc(g, q, N));
+    TRY(geo_algo(g, q, N, &a));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
+    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw,
+                 nw = (size_t)q->k * q->xc * q->r * q->r;
+    if (g->amp) {
+        gk_to_half(g->st, g->amp, x, g->hA, nx);
+        gk_to_half(g->st, g->amp, dy, g->hB, ny);
+        DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, g->hA, g->ty, g->hB, g->cv, a->bwd_filter, g->ws,
+                                               g->ws_bytes, &zero, g->fw, g->hW));
+        gk_from_half(g->st, g->amp, g->hW, g->grads + w, nw);
+    } else {
+        DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, x, g->ty, dy, g->cv, a->bwd_filter, g->ws,
+                                               g->ws_bytes, &zero, g->fw, g->grads + w));
+    }
+    return SEG_OK;
+}
+
+/* BatchNorm tensor descriptors for conv c's output at batch N: tx = (N,Co,H,W) float, tbn. */
+static int bn_desc(GpuNet *g, const Conv *c, int N)
+{
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, c->geo.k, c->geo.yh, c->geo.yw));
+    DNN_TRY(cudnnDeriveBNTensorDescriptor(g->tbn, g->tx, CUDNN_BATCHNORM_SPATIAL));
+    return SEG_OK;
+}
+
+static int conv_forward(GpuNet *g, Conv *c, const float *in, int N, int train)
+{
+    const float one = 1.f, zero = 0.f;
+    TRY(op_fwd(g, &c->geo, N, in, c->w, c->z));
+    TRY(bn_desc(g, c, N));
+    if (train)
+        DNN_TRY(cudnnBatchNormalizationForwardTraining(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->z, g->tx, c->a,
+                                                       g->tbn, g->params + c->gamma, g->params + c->beta, BN_MOMENTUM,
+                                                       g->bufs + c->rm, g->bufs + c->rv, BN_EPS, c->smean, c->sinv));
+    else
+        DNN_TRY(cudnnBatchNormalizationForwardInference(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->z, g->tx, c->a,
+                                                        g->tbn, g->params + c->gamma, g->params + c->beta, g->bufs + c->rm,
+                                                        g->bufs + c->rv, BN_EPS));
+    gk_relu(g->st, c->a, (long)N * c->geo.k * c->geo.yh * c->geo.yw);
+    return SEG_OK;
+}
+
+/* da: dL/d(ReLU output) on entry (clobbered). Weight, gamma, beta grads; dx when not NULL. */
+static int conv_backward(GpuNet *g, Conv *c, float *da, const float *in, float *dx, int N)
+{
+    const float one = 1.f, zero = 0.f;
+    gk_relu_bwd(g->st, da, c->a, (long)N * c->geo.k * c->geo.yh * c->geo.yw);
+    TRY(bn_desc(g, c, N));
+    DNN_TRY(cudnnBatchNormalizationBackward(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, g->tx, c->z, g->tx, da,
+                                            g->tx, g->gDZ, g->tbn, g->params + c->gamma, g->grads + c->gamma,
+                                            g->grads + c->beta, BN_EPS, c->smean, c->sinv));
+    TRY(op_bwd_filter(g, &c->geo, N, in, g->gDZ, c->w));
+    if (dx) TRY(op_bwd_data(g, &c->geo, N, c->w, g->gDZ, dx));
+    return SEG_OK;
+}
+
+/* ---- create / state -------------------------------------------------------------------------- */
+extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
+{
+    *out = NULL;
+    TRY(gpu_probe(d->device, NULL, 0));
+    GpuNet *g = (GpuNet *)calloc(1, sizeof *g);
+    if (!g) return seg_err(SEG_ENOMEM, "GPU model");
+    g->d = *d;
+    g->L = d->cfg.n_levels;
+    g->C = d->cfg.n_classes;
+    g->HW = (long)d->H * d->W;
+    g->amp = d->amp;
+    g->dt = d->amp == GPU_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == GPU_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    g->loss_scale = d->amp == GPU_AMP_FP16 ? 65536.f : 1.f;
+    g->hparams_stale = 1;
+    int rc = SEG_OK;
+#define STEP(x) do { if (rc == SEG_OK) rc = (x); } while (0)
+#define CU_STEP(x) do { cudaError_t e_; if (rc == SEG_OK && (e_ = (x)) != cudaSuccess) \
+        rc = seg_err(SEG_EGPU, "GPU setup: %s: %s", #x, cudaGetErrorString(e_)); } while (0)
+#define DNN_STEP(x) do { cudnnStatus_t e_; if (rc == SEG_OK && (e_ = (x)) != CUDNN_STATUS_SUCCESS) \
+        rc = seg_err(SEG_EGPU, "GPU setup: %s: %s", #x, cudnnGetErrorString(e_)); } while (0)
+    CU_STEP(cudaSetDevice(d->device));
+    CU_STEP(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    CU_STEP(cudaStreamCreateWithFlags(&g->cp, cudaStreamNonBlocking));
+    DNN_STEP(cudnnCreate(&g->dnn));
+    DNN_STEP(cudnnSetStream(g->dnn, g->st));
+    DNN_STEP(cudnnCreateTensorDescriptor(&g->tx));
+    DNN_STEP(cudnnCreateTensorDescriptor(&g->ty));
+    DNN_STEP(cudnnCreateTensorDescriptor(&g->tbn));
+    DNN_STEP(cudnnCreateFilterDescriptor(&g->fw));
+    DNN_STEP(cudnnCreateConvolutionDescriptor(&g->cv));
+    if (rc == SEG_OK) {
+        cublasStatus_t s = cublasCreate(&g->blas);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g->blas, g->st);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g->blas, CUBLAS_PEDANTIC_MATH);   /* true fp32 for the head */
+        if (s != CUBLAS_STATUS_SUCCESS) rc = seg_err(SEG_EGPU, "GPU setup: cuBLAS: %s", cublasGetStatusString(s));
+    }
+    STEP(create_buffers(g));
+    /* pick every algorithm now, for the full batch, so workspace growth happens before training */
+    for (int l = 0; rc == SEG_OK && l <= g->L; l++) {
+        ConvGeo *qs[5];
+        int n = 0;
+        if (l < g->L) { qs[n++] = &g->enc[l].c1.geo; qs[n++] = &g->enc[l].c2.geo; qs[n++] = &g->dec[l].c1.geo;
+                        qs[n++] = &g->dec[l].c2.geo; qs[n++] = &g->up[l].geo; }
+        else { qs[n++] = &g->bott.c1.geo; qs[n++] = &g->bott.c2.geo; }
+        for (int i = 0; rc == SEG_OK && i < n; i++) {
+            const Algo *a;
+            STEP(geo_desc(g, qs[i], d->max_batch));
+            STEP(geo_algo(g, qs[i], d->max_batch, &a));
+        }
+    }
+    STEP(cudaStreamSynchronize(g->st) == cudaSuccess ? SEG_OK : seg_err(SEG_EGPU, "GPU setup failed"));
+#undef STEP
+#undef CU_STEP
+#undef DNN_STEP
+    if (rc < 0) { gpu_net_free(g); return rc; }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, d->device) != cudaSuccess) { cudaGetLastError(); strcpy(p.name, "?"); }
+    snprintf(g->desc_txt, sizeof g->desc_txt, "cuda:%d %s, %s", d->device, p.name,
+             g->amp == GPU_AMP_BF16 ? "bf16 AMP" : g->amp == GPU_AMP_FP16 ? "fp16 AMP (loss scaling)" : "fp32");
+    *out = g;
+    return SEG_OK;
+}
+
+extern "C" size_t gpu_net_memory_bytes(const GpuNet *g) { return g->mem_bytes; }
+extern "C" const char *gpu_net_desc(const GpuNet *g) { return g->desc_txt; }
+
+extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs, const float *adam_m, const float *adam_v)
+{
+    const size_t np = sizeof(float) * g->d.n_params;
+    CU_TRY(cudaStreamSynchronize(g->st));
+    CU_TRY(cudaMemcpy(g->params, params, np, cudaMemcpyHostToDevice));
+    CU_TRY(cudaMemcpy(g->adam_m, adam_m, np, cudaMemcpyHostToDevice));
+    CU_TRY(cudaMemcpy(g->adam_v, adam_v, np, cudaMemcpyHostToDevice));
+    if (g->d.n_bufs) CU_TRY(cudaMemcpy(g->bufs, bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyHostToDevice));
+    CU_TRY(cudaMemset(g->grads, 0, np));
+    g->hparams_stale = 1;
+    g->have_loss = 0;
+    g->last_N = 0;
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_download(GpuNet *g, float *params, float *bufs, float *adam_m, float *adam_v, float *grads)
+{
+    const size_t np = sizeof(float) * g->d.n_params;
+    CU_TRY(cudaStreamSynchronize(g->st));
+    if (params) CU_TRY(cudaMemcpy(params, g->params, np, cudaMemcpyDeviceToHost));
+    if (adam_m) CU_TRY(cudaMemcpy(adam_m, g->adam_m, np, cudaMemcpyDeviceToHost));
+    if (adam_v) CU_TRY(cudaMemcpy(adam_v, g->adam_v, np, cudaMemcpyDeviceToHost));
+    if (grads) CU_TRY(cudaMemcpy(grads, g->grads, np, cudaMemcpyDeviceToHost));
+    if (bufs && g->d.n_bufs) CU_TRY(cudaMemcpy(bufs, g->bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyDeviceToHost));
+    return SEG_OK;
+}
+
+/* ---- forward ---------------------------------------------------------------------------------- */
+static void ring_record(GpuNet *g, int k)
+{
+    const int r = (g->ring_first + g->ring_n - 1 + RING) % RING;   /* the current step */
+    cudaEventRecord(g->ev[r][k], g->st);
+}
+
+extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
+{
+    if (N < 1 || N > g->d.max_batch)
+        return seg_err(SEG_EARG, "unet_forward: batch %d (model holds 1..%d)", N, g->d.max_batch);
+    const int L = g->L, *f = g->d.cfg.features, C = g->C;
+    const int s = g->xs ^ 1;
+    const size_t nx = (size_t)N * g->d.cfg.in_ch * g->HW;
+    /* the pinned slot and the device slot were last used two forwards ago */
+    CU_TRY(cudaEventSynchronize(g->x_up[s]));
+    memcpy(g->x_pin[s], x, sizeof(float) * nx);
+    CU_TRY(cudaStreamWaitEvent(g->cp, g->x_free[s], 0));
+    CU_TRY(cudaMemcpyAsync(g->xin[s], g->x_pin[s], sizeof(float) * nx, cudaMemcpyHostToDevice, g->cp));
+    CU_TRY(cudaEventRecord(g->x_up[s], g->cp));
+    CU_TRY(cudaStreamWaitEvent(g->st, g->x_up[s], 0));
+    g->xs = s;
+    if (train) {
+        if (g->ring_n == RING) { g->ring_first = (g->ring_first + 1) % RING; g->ring_n--; }
+        g->ring_n++;
+        ring_record(g, 0);
+    }
+    if (g->amp && g->hparams_stale) {
+        gk_to_half(g->st, g->amp, g->params, g->hparams, g->d.n_params);
+        g->hparams_stale = 0;
+    }
+    const float *in = g->xin[s];
+    for (int l = 0; l < L; l++) {
+        const int H = g->d.H >> l, W = g->d.W >> l;
+        TRY(conv_forward(g, &g->enc[l].c1, l == 0 ? in : g->pool[l], N, train));
+        if (l == 0) CU_TRY(cudaEventRecord(g->x_free[s], g->st));   /* backward records it again */
+        TRY(conv_forward(g, &g->enc[l].c2, g->enc[l].c1.a, N, train));
+        gk_pool_fwd(g->st, g->enc[l].c2.a, g->pool[l + 1], (long)N * f[l], H, W);
+    }
+    TRY(conv_forward(g, &g->bott.c1, g->pool[L], N, train));
+    TRY(conv_forward(g, &g->bott.c2, g->bott.c1.a, N, train));
+    const float *prev = g->bott.c2.a;
+    for (int l = L - 1; l >= 0; l--) {
+        const long HW = (long)(g->d.H >> l) * (g->d.W >> l);
+        Up *u = &g->up[l];
+        TRY(op_bwd_data(g, &u->geo, N, u->w, prev, u->u));
+        gk_bias_add(g->st, u->u, g->params + u->b, N, f[l], HW);
+        gk_concat(g->st, g->enc[l].c2.a, u->u, g->cat[l], N, f[l], f[l], HW);
+        TRY(conv_forward(g, &g->dec[l].c1, g->cat[l], N, train));
+        TRY(conv_forward(g, &g->dec[l].c2, g->dec[l].c1.a, N, train));
+        prev = g->dec[l].c2.a;
+    }
+    /* head: logits[n] (C, HW) = Wh (C, F) x a[n] (F, HW), column-major as (HW x F)(F x C) */
+    const float one = 1.f, zero = 0.f;
+    const int HW = (int)g->HW, F = f[0];
+    BLAS_TRY(cublasSgemmStridedBatched(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, HW, C, F, &one, prev, HW, (long long)F * HW,
+                                       g->params + g->head_w, F, 0, &zero, g->logits, HW, (long long)C * HW, N));
+    gk_bias_add(g->st, g->logits, g->params + g->head_b, N, C, g->HW);
+    if (train) gk_inc(g->st, g->bufs, g->nbt_off, g->n_nbt);
+    KERNEL_CHECK();
+    g->last_N = N;
+    g->last_train = train;
+    g->have_loss = 0;
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_logits(GpuNet *g, float *out)
+{
+    if (!g->last_N) return seg_err(SEG_EARG, "unet_logits: no forward yet");
+    CU_TRY(cudaMemcpyAsync(out, g->logits, sizeof(float) * (size_t)g->last_N * g->C * g->HW, cudaMemcpyDeviceToHost, g->st));
+    CU_TRY(cudaStreamSynchronize(g->st));
+    return SEG_OK;
+}
+
+/* Upload targets into slot s through the copy stream (after the slot's last reader). */
+static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *presence, int N)
+{
+    const size_t nb = (size_t)N * g->C * (size_t)(g->HW / 8), np = (size_t)N * ((g->C + 7) / 8);
+    CU_TRY(cudaEventSynchronize(g->t_up[s]));
+    memcpy(g->bits_pin[s], bits, nb);
+    memcpy(g->pres_pin[s], presence, np);
+    CU_TRY(cudaStreamWaitEvent(g->cp, g->t_free[s], 0));
+    CU_TRY(cudaMemcpyAsync(g->bits[s], g->bits_pin[s], nb, cudaMemcpyHostToDevice, g->cp));
+    CU_TRY(cudaMemcpyAsync(g->pres[s], g->pres_pin[s], np, cudaMemcpyHostToDevice, g->cp));
+    CU_TRY(cudaEventRecord(g->t_up[s], g->cp));
+    CU_TRY(cudaStreamWaitEvent(g->st, g->t_up[s], 0));
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, double *sum)
+{
+    if (N != g->last_N || N < 1) return seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, g->last_N);
+    const int s = g->ts ^ 1;
+    TRY(upload_targets(g, s, bits, presence, N));
+    g->ts = s;
+    gk_bce_sum(g->st, g->logits, g->bits[s], g->pres[s], N, g->C, g->HW, g->partial);
+    KERNEL_CHECK();
+    if (!g->last_train) CU_TRY(cudaEventRecord(g->t_free[s], g->st));
+    if (g->last_train) ring_record(g, 1);
+    const size_t np = (size_t)N * g->C;
+    CU_TRY(cudaMemcpyAsync(g->partial_pin, g->partial, sizeof(double) * np, cudaMemcpyDeviceToHost, g->st));
+    CU_TRY(cudaStreamSynchronize(g->st));
+    double t = 0;
+    for (size_t i = 0; i < np; i++) t += g->partial_pin[i];
+    *sum = t;
+    g->have_loss = 1;
+    return SEG_OK;
+}
+
+/* ---- backward --------------------------------------------------------------------------------- */
+extern "C" int gpu_net_backward(GpuNet *g)
+{
+    if (!g->last_N || !g->last_train || !g->have_loss)
+        return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss_bce first");
+    const int N = g->last_N, L = g->L, *f = g->d.cfg.features, C = g->C, s = g->ts;
+    ring_record(g, 2);
+    const float scale = (float)(g->loss_scale / ((double)N * C * (double)g->HW));
+    gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, scale, g->dlogits);
+    CU_TRY(cudaEventRecord(g->t_free[s], g->st));
+    /* head: dW (C,F) = sum_n dY[n] (C,HW) x A[n]^T; dA[n] (F,HW) = W^T dY[n]; db = sum dY */
+    const float one = 1.f, zero = 0.f;
+    const int HW = (int)g->HW, F = f[0];
+    const float *a0 = g->dec[0].c2.a;
+    for (int n = 0; n < N; n++)
+        BLAS_TRY(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, F, C, HW, &one, a0 + (size_t)n * F * HW, HW,
+                             g->dlogits + (size_t)n * C * HW, HW, n ? &one : &zero, g->grads + g->head_w, F));
+    gk_channel_sum(g->st, g->dlogits, N, C, g->HW, g->grads + g->head_b);
+    float *cur = g->gA, *oth = g->gB;
+    BLAS_TRY(cublasSgemmStridedBatched(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, HW, F, C, &one, g->dlogits, HW, (long long)C * HW,
+                                       g->params + g->head_w, F, 0, &zero, cur, HW, (long long)F * HW, N));
+    for (int l = 0; l < L; l++) {                              /* decoder, top level first */
+        const long HWl = (long)(g->d.H >> l) * (g->d.W >> l);
+        Block *d = &g->dec[l];
+        Up *u = &g->up[l];
+        TRY(conv_backward(g, &d->c2, cur, d->c1.a, oth, N));
+        TRY(conv_backward(g, &d->c1, oth, g->cat[l], g->gC, N));
+        gk_split(g->st, g->gC, g->dskip[l], cur, N, f[l], f[l], HWl);
+        const float *prev = l == L - 1 ? g->bott.c2.a : g->dec[l + 1].c2.a;
+        gk_channel_sum(g->st, cur, N, f[l], HWl, g->grads + u->b);
+        TRY(op_bwd_filter(g, &u->geo, N, cur, prev, u->w));
+        TRY(op_fwd(g, &u->geo, N, cur, u->w, oth));
+        float *t = cur; cur = oth; oth = t;
+    }
+    TRY(conv_backward(g, &g->bott.c2, cur, g->bott.c1.a, oth, N));
+    TRY(conv_backward(g, &g->bott.c1, oth, g->pool[L], cur, N));
+    gk_pool_bwd(g->st, g->enc[L - 1].c2.a, cur, g->dskip[L - 1], (long)N * f[L - 1], g->d.H >> (L - 1), g->d.W >> (L - 1));
+    for (int l = L - 1; l >= 0; l--) {                         /* encoder, deepest first */
+        Block *e = &g->enc[l];
+        TRY(conv_backward(g, &e->c2, g->dskip[l], e->c1.a, g->gA, N));
+        if (l == 0) {
+            TRY(conv_backward(g, &e->c1, g->gA, g->xin[g->xs], NULL, N));
+            CU_TRY(cudaEventRecord(g->x_free[g->xs], g->st));
+        } else {
+            TRY(conv_backward(g, &e->c1, g->gA, g->pool[l], g->gB, N));
+            gk_pool_bwd(g->st, g->enc[l - 1].c2.a, g->gB, g->dskip[l - 1], (long)N * f[l - 1], g->d.H >> (l - 1),
+                        g->d.W >> (l - 1));
+        }
+    }
+    if (g->loss_scale != 1.f) gk_scale(g->st, g->grads, g->d.n_params, 1.f / g->loss_scale);
+    KERNEL_CHECK();
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_grad_sumsq(GpuNet *g, double *out)
+{
+    gk_sumsq(g->st, g->grads, g->d.n_params, g->partial);
+    KERNEL_CHECK();
+    CU_TRY(cudaMemcpyAsync(g->partial_pin, g->partial, sizeof(double) * GK_SUMSQ_BLOCKS, cudaMemcpyDeviceToHost, g->st));
+    CU_TRY(cudaStreamSynchronize(g->st));
+    double s = 0;
+    for (int i = 0; i < GK_SUMSQ_BLOCKS; i++) s += g->partial_pin[i];
+    *out = s;
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_scale_grads(GpuNet *g, float s)
+{
+    gk_scale(g->st, g->grads, g->d.n_params, s);
+    KERNEL_CHECK();
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float eps, int64_t t, int *skipped)
+{
+    *skipped = 0;
+    if (g->amp == GPU_AMP_FP16) {                 /* overflow check of this step's gradients */
+        double ss;
+        TRY(gpu_net_grad_sumsq(g, &ss));
+        if (!isfinite(ss)) {
+            g->loss_scale = g->loss_scale > 1.f ? g->loss_scale * 0.5f : 1.f;
+            g->good_steps = 0;
+            *skipped = 1;
+            ring_record(g, 3);
+            return SEG_OK;
+        }
+        if (++g->good_steps == 2000 && g->loss_scale < 16777216.f) { g->loss_scale *= 2.f; g->good_steps = 0; }
+    }
+    const double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
+    gk_adam(g->st, g->params, g->grads, g->adam_m, g->adam_v, g->d.n_params, beta1, beta2, (float)(1.0 - (double)beta1),
+            (float)(1.0 - (double)beta2), eps, (float)((double)lr / bc1), (float)sqrt(bc2));
+    KERNEL_CHECK();
+    g->hparams_stale = 1;
+    ring_record(g, 3);
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int64_t *tp, int64_t *fp,
+                            int64_t *fn)
+{
+    if (N < 1 || N > g->last_N) return SEG_OK;
+    const int C = g->C, s = g->ts ^ 1;
+    TRY(upload_targets(g, s, bits, presence, N));
+    g->ts = s;
+    CU_TRY(cudaMemsetAsync(g->dice, 0, sizeof(unsigned long long) * 3 * C, g->st));
+    gk_dice(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, g->dice, g->dice + C, g->dice + 2 * C);
+    KERNEL_CHECK();
+    CU_TRY(cudaEventRecord(g->t_free[s], g->st));
+    CU_TRY(cudaMemcpyAsync(g->dice_pin, g->dice, sizeof(unsigned long long) * 3 * C, cudaMemcpyDeviceToHost, g->st));
+    CU_TRY(cudaStreamSynchronize(g->st));
+    for (int c = 0; c < C; c++) {
+        tp[c] += (int64_t)g->dice_pin[c];
+        fp[c] += (int64_t)g->dice_pin[C + c];
+        fn[c] += (int64_t)g->dice_pin[2 * C + c];
+    }
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s)
+{
+    *busy_s = *wall_s = 0;
+    CU_TRY(cudaStreamSynchronize(g->st));
+    for (int i = 0; i < g->ring_n; i++) {
+        const int r = (g->ring_first + i) % RING;
+        float a = 0, b = 0;
+        if (cudaEventElapsedTime(&a, g->ev[r][0], g->ev[r][1]) != cudaSuccess ||
+            cudaEventElapsedTime(&b, g->ev[r][2], g->ev[r][3]) != cudaSuccess) { cudaGetLastError(); continue; }
+        *busy_s += (a + b) * 1e-3;
+    }
+    if (g->ring_n > 0) {
+        float w = 0;
+        const int r0 = g->ring_first, r1 = (g->ring_first + g->ring_n - 1) % RING;
+        if (cudaEventElapsedTime(&w, g->ev[r0][0], g->ev[r1][3]) == cudaSuccess) *wall_s = w * 1e-3;
+        else cudaGetLastError();
+    }
+    g->ring_n = 0;
+    g->ring_first = 0;
+    return SEG_OK;
+}

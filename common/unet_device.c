@@ -1,0 +1,76 @@
+/* common/unet_device.c : --device and --amp: parsing, and resolving "auto" to the GPU when
+ * one is usable (unet.h). The only place that asks whether this build has CUDA. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "err.h"
+#include "unet.h"
+#ifdef SEG_HAVE_CUDA
+#include "gpu.h"
+#endif
+
+int unet_have_cuda(void)
+{
+#ifdef SEG_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int unet_device_parse(const char *s, UnetDevice *d)
+{
+    d->index = 0;
+    if (!s) return seg_err(SEG_EARG, "--device needs a value: auto, cpu, cuda or cuda:N");
+    if (!strcmp(s, "auto")) { d->kind = UNET_AUTO; return SEG_OK; }
+    if (!strcmp(s, "cpu")) { d->kind = UNET_CPU; return SEG_OK; }
+    if (!strcmp(s, "cuda") || !strcmp(s, "gpu")) { d->kind = UNET_CUDA; return SEG_OK; }
+    if (!strncmp(s, "cuda:", 5)) {
+        char *end;
+        errno = 0;
+        long v = strtol(s + 5, &end, 10);
+        if (!errno && end != s + 5 && !*end && v >= 0 && v < 1024) {
+            d->kind = UNET_CUDA;
+            d->index = (int)v;
+            return SEG_OK;
+        }
+    }
+    return seg_err(SEG_EARG, "--device: '%s' is not auto, cpu, cuda or cuda:N", s);
+}
+
+int unet_amp_parse(const char *s, UnetDevice *d)
+{
+    if (s && !strcmp(s, "off")) d->amp = UNET_AMP_OFF;
+    else if (s && !strcmp(s, "bf16")) d->amp = UNET_AMP_BF16;
+    else if (s && !strcmp(s, "fp16")) d->amp = UNET_AMP_FP16;
+    else return seg_err(SEG_EARG, "--amp: '%s' is not off, bf16 or fp16", s ? s : "");
+    return SEG_OK;
+}
+
+int unet_device_resolve(UnetDevice *d, char *desc, size_t cap)
+{
+    if (desc && cap) desc[0] = 0;
+    if (d->kind == UNET_CPU) {
+        if (desc) snprintf(desc, cap, "cpu");
+        return SEG_OK;
+    }
+#ifdef SEG_HAVE_CUDA
+    char why[512];
+    int rc = gpu_probe(d->index, desc, cap);
+    if (rc == SEG_OK) { d->kind = UNET_CUDA; return SEG_OK; }
+    if (d->kind == UNET_CUDA) return seg_err(SEG_EGPU, "--device cuda:%d is not available: %s", d->index, seg_errmsg());
+    snprintf(why, sizeof why, "%s", seg_errmsg());
+    d->kind = UNET_CPU;
+    if (desc) snprintf(desc, cap, "cpu (no GPU: %s)", why);
+    return SEG_OK;
+#else
+    if (d->kind == UNET_CUDA)
+        return seg_err(SEG_EGPU, "--device cuda:%d is not available: this build of segkit has no CUDA backend "
+                       "(the CUDA toolkit was not found at build time, or GPU=0); rebuild with the toolkit installed",
+                       d->index);
+    d->kind = UNET_CPU;
+    if (desc) snprintf(desc, cap, "cpu (this build has no CUDA backend)");
+    return SEG_OK;
+#endif
+}
