@@ -29,6 +29,7 @@ void evaluate_default_options(EvaluateOptions *o)
     o->threshold = 0.5f;
     o->batch = 8;
     o->threads = 0;
+    memset(&o->dev, 0, sizeof o->dev);
 }
 
 void evaluate_close(Evaluator *e)
@@ -53,7 +54,7 @@ int evaluate_open(const char *checkpoint, const char *cache_dir, int split, cons
     e->size = cache_size(e->cache);
     e->C = cache_n_channels(e->cache);
     e->pb = cache_plane_bytes(e->cache);
-    rc = predict_model_open(checkpoint, e->size, e->o.batch, e->o.threads, &e->model);
+    rc = predict_model_open(checkpoint, e->size, e->o.batch, e->o.threads, &e->o.dev, &e->model);
     if (rc < 0) { rc = seg_err(rc, "checkpoint: %s", seg_errmsg()); goto fail; }
     snprintf(e->desc, sizeof e->desc, "%s", predict_model_desc(e->model));
     const LabelList *cl = cache_labels(e->cache), *ml = predict_model_labels(e->model);

@@ -6,6 +6,7 @@
 #define SEG_EVALUATE_H
 #include <stdint.h>
 #include "labels.h"
+#include "unet.h"
 #include "progress.h"
 #include "report.h"
 
@@ -13,6 +14,7 @@ typedef struct EvaluateOptions {
     float threshold;     /* probability (0.5) */
     int   batch;         /* slices per forward pass (8) */
     int   threads;       /* compute threads (0: all cores) */
+    UnetDevice dev;      /* resolved device (unet_device_resolve); default CPU */
 } EvaluateOptions;
 void evaluate_default_options(EvaluateOptions *o);
 

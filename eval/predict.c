@@ -119,7 +119,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     if ((rc = orient_init(&om, ct->dim, ct->affine)) < 0) { rc = seg_err(rc, "%s: %s", ct_path, seg_errmsg()); goto out; }
     const int sw = (int)om.cdim[0], sh = (int)om.cdim[1], nz = (int)om.cdim[2];
     const int nb_max = o->batch > 0 ? o->batch : 1;
-    if ((rc = predict_model_open(checkpoint, 0, nb_max, o->threads, &model)) < 0) {
+    if ((rc = predict_model_open(checkpoint, 0, nb_max, o->threads, &o->dev, &model)) < 0) {
         rc = seg_err(rc, "checkpoint: %s", seg_errmsg());
         goto out;
     }

@@ -8,14 +8,17 @@
 #define SEG_PREDICT_H
 #include <stdint.h>
 #include "labels.h"
+#include "unet.h"
 
 /* A model loaded from a checkpoint, ready for inference on size x size slices. */
 typedef struct PredictModel PredictModel;
 
 /* Load CHECKPOINT (with the segtrain checkpoint loader) for batches of up to max_batch
- * slices of size x size (size 0: the training size stored in the checkpoint, else 256).
+ * slices of size x size (size 0: the training size stored in the checkpoint, else 256), on
+ * dev (a resolved device; NULL = CPU).
  * SEG_EIO/SEG_EFORMAT naming the file when it cannot be read as a segkit checkpoint. */
-int  predict_model_open(const char *checkpoint, int size, int max_batch, int threads, PredictModel **out);
+int  predict_model_open(const char *checkpoint, int size, int max_batch, int threads, const UnetDevice *dev,
+                        PredictModel **out);
 void predict_model_close(PredictModel *m);                 /* NULL-safe */
 int  predict_model_size(const PredictModel *m);            /* slice side H = W */
 int  predict_model_n_classes(const PredictModel *m);
@@ -30,6 +33,7 @@ int  predict_model_forward(PredictModel *m, const int16_t *hu, int n, const floa
 typedef struct PredictOptions {
     float threshold;        /* probability (0.5) */
     int   batch, threads;   /* slices per forward (8), compute threads (0: all) */
+    UnetDevice dev;         /* resolved device; default CPU */
     int   per_structure;    /* also OUT/segmentations/<name>.nii.gz */
     int   statistics;       /* also OUT/statistics.json */
     int   verbosity, progress_tty;

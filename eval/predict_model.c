@@ -17,7 +17,8 @@ struct PredictModel {
     char     desc[256];
 };
 
-int predict_model_open(const char *checkpoint, int size, int max_batch, int threads, PredictModel **out)
+int predict_model_open(const char *checkpoint, int size, int max_batch, int threads, const UnetDevice *dev,
+                       PredictModel **out)
 {
     *out = NULL;
     PredictModel *m = calloc(1, sizeof *m);
@@ -27,7 +28,7 @@ int predict_model_open(const char *checkpoint, int size, int max_batch, int thre
     m->size = size > 0 ? size : m->info.size > 0 ? m->info.size : 256;
     m->max_batch = max_batch > 0 ? max_batch : 1;
     if (!(m->info.hu_hi > m->info.hu_lo)) { m->info.hu_lo = -1000.f; m->info.hu_hi = 1000.f; }
-    rc = unet_create(&m->info.cfg, m->max_batch, m->size, m->size, threads, &m->net);
+    rc = unet_create_on(&m->info.cfg, m->max_batch, m->size, m->size, threads, dev, &m->net);
     if (rc < 0) rc = seg_err(rc, "%s: model for %dx%d slices: %s", checkpoint, m->size, m->size, seg_errmsg());
     if (rc == SEG_OK) rc = ckpt_load_model(checkpoint, m->net);
     if (rc == SEG_OK && !(m->x = malloc(sizeof(float) * (size_t)m->max_batch * m->size * m->size)))
@@ -65,5 +66,5 @@ int predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float
     loader_normalise_hu(hu, m->x, (size_t)n * m->size * m->size, m->info.hu_lo, m->info.hu_hi);
     TRY(unet_forward(m->net, m->x, n, 0));
     *logits = unet_logits(m->net);
-    return SEG_OK;
+    return *logits ? SEG_OK : SEG_EGPU;
 }

@@ -58,6 +58,8 @@ static void usage(FILE *f)
 "  --labels FILE      compare: structure names (label_map.json, names list, dataset.json)\n"
 "  --batch N          slices per forward pass (default 8)\n"
 "  --threads N        compute threads (default: all cores)\n"
+"  --device D         auto (default: the GPU when usable), cpu, cuda or cuda:N\n"
+"  --amp A            GPU precision: off (default), bf16 or fp16\n"
 "  --max-3d N         3D pages for the first N subjects (default 3; 0: none)\n"
 "  --decimate MM      3D mesh vertex clustering cell (default 2.0; 0: none)\n"
 "  --overlay-slices N slices in the overlay figure (default 4)\n"
@@ -76,7 +78,24 @@ typedef struct Args {
     const char *out, *tag, *split, *labels;
     double      threshold, nsd_tol, decimate;
     int         batch, threads, max_3d, overlay_slices, per_structure, statistics, progress_tty;
+    UnetDevice  dev;
 } Args;
+
+/* --device/--amp to a usable device (before any output is written); logs it. */
+static int resolve_device(Args *a)
+{
+    char desc[256];
+    if (unet_device_resolve(&a->dev, desc, sizeof desc) < 0) {
+        LOG(1, "segeval: %s\n", seg_errmsg());
+        return -1;
+    }
+    if (a->dev.kind == UNET_CPU && a->dev.amp) {
+        LOG(2, "segeval: note: --amp applies to the GPU only; the CPU runs in fp32\n");
+        a->dev.amp = UNET_AMP_OFF;
+    }
+    LOG(3, "segeval: device %s%s\n", desc, a->dev.amp == UNET_AMP_BF16 ? ", bf16" : a->dev.amp == UNET_AMP_FP16 ? ", fp16" : "");
+    return 0;
+}
 
 static int fail(const char *what, int rc)
 {
@@ -263,6 +282,7 @@ static int cmd_eval(const Args *a)
     eo.threshold = (float)a->threshold;
     eo.batch = a->batch;
     eo.threads = a->threads;
+    eo.dev = a->dev;
     Evaluator *ev = NULL;
     int rc = evaluate_open(a->pos[0], a->pos[1], split, &eo, &ev);
     if (rc < 0) return fail("eval", rc);
@@ -327,6 +347,7 @@ static int cmd_predict(const Args *a)
     po.threshold = (float)a->threshold;
     po.batch = a->batch;
     po.threads = a->threads;
+    po.dev = a->dev;
     po.per_structure = a->per_structure;
     po.statistics = a->statistics;
     po.verbosity = g_verbosity;
@@ -344,6 +365,7 @@ int main(int argc, char **argv)
 {
     Args a;
     memset(&a, 0, sizeof a);
+    a.dev.kind = UNET_AUTO;
     a.split = "test";
     a.threshold = 0.5;
     a.nsd_tol = 2.0;
@@ -371,6 +393,13 @@ int main(int argc, char **argv)
         else if (!strcmp(s, "--decimate")) { if (parse_num(s, next, 0, 1e3, &a.decimate) < 0) return EXIT_USAGE; i++; }
         else if (!strcmp(s, "--batch")) { if (parse_int(s, next, 1, 1024, &a.batch) < 0) return EXIT_USAGE; i++; }
         else if (!strcmp(s, "--threads")) { if (parse_int(s, next, 1, 256, &a.threads) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(s, "--device") || !strcmp(s, "--amp")) {
+            if ((s[2] == 'd' ? unet_device_parse(next, &a.dev) : unet_amp_parse(next, &a.dev)) < 0) {
+                fprintf(stderr, "segeval: %s (see segeval --help)\n", seg_errmsg());
+                return EXIT_USAGE;
+            }
+            i++;
+        }
         else if (!strcmp(s, "--max-3d")) { if (parse_int(s, next, 0, 10000, &a.max_3d) < 0) return EXIT_USAGE; i++; }
         else if (!strcmp(s, "--overlay-slices")) { if (parse_int(s, next, 1, 12, &a.overlay_slices) < 0) return EXIT_USAGE; i++; }
         else if (s[0] == '-' && s[1]) { fprintf(stderr, "segeval: unknown option '%s' (see segeval --help)\n", s); return EXIT_USAGE; }
@@ -384,6 +413,7 @@ int main(int argc, char **argv)
     if (a.npos == 0) { usage(stderr); return EXIT_USAGE; }
     if (a.tag && (!a.tag[0] || strchr(a.tag, '/'))) { fprintf(stderr, "segeval: --tag must be a non-empty name without '/'\n"); return EXIT_USAGE; }
     if (!strcmp(a.pos[0], "compare")) return cmd_compare(&a);
+    if (strcmp(a.pos[0], "compare") && resolve_device(&a) < 0) return EXIT_RUNTIME;
     if (!strcmp(a.pos[0], "predict")) return cmd_predict(&a);
     if (!strcmp(a.pos[0], "eval")) { for (int i = 1; i < a.npos; i++) a.pos[i - 1] = a.pos[i]; a.npos--; }
     return cmd_eval(&a);
