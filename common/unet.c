@@ -466,6 +466,7 @@ int unet_sync_device(Unet *m)
 }
 
 size_t unet_device_memory_bytes(const Unet *m) { return m->gpu ? gpu_net_memory_bytes(m->gpu) : 0; }
+int unet_wait(Unet *m) { return m->gpu ? gpu_net_wait(m->gpu) : SEG_OK; }
 
 int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
 {
@@ -476,6 +477,7 @@ int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
 int unet_sync_host(const Unet *m) { (void)m; return SEG_OK; }
 int unet_sync_device(Unet *m) { (void)m; return SEG_OK; }
 size_t unet_device_memory_bytes(const Unet *m) { (void)m; return 0; }
+int unet_wait(Unet *m) { (void)m; return SEG_OK; }
 int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
 {
     (void)m; *busy_s = *wall_s = 0;

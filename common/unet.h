@@ -35,7 +35,7 @@ typedef struct Unet Unet;
 /* Where a model runs. kind UNET_CPU (common/nn, threads) or UNET_CUDA
  * (cuDNN/cuBLAS, common/gpu; needs a build with the CUDA toolkit); amp: UNET_AMP_* (GPU only). */
 enum { UNET_CPU = 0, UNET_CUDA = 1, UNET_AUTO = 2 };
-enum { UNET_AMP_OFF = 0, UNET_AMP_BF16 = 1, UNET_AMP_FP16 = 2 };
+enum { UNET_AMP_OFF = 0, UNET_AMP_BF16 = 1, UNET_AMP_FP16 = 2, UNET_AMP_TF32 = 3 };
 typedef struct UnetDevice {
     int kind;      /* UNET_CPU, UNET_CUDA, or UNET_AUTO before unet_device_resolve */
     int index;     /* CUDA device number */
@@ -44,7 +44,7 @@ typedef struct UnetDevice {
 
 /* Parse "auto", "cpu", "cuda" or "cuda:N" (SEG_EARG with the reason otherwise). */
 int  unet_device_parse(const char *s, UnetDevice *d);
-/* Parse "off", "bf16" or "fp16" into d->amp. */
+/* Parse "off", "bf16", "fp16" or "tf32" (fp32 tensors, TF32 tensor-core convolutions) into d->amp. */
 int  unet_amp_parse(const char *s, UnetDevice *d);
 /* Turn UNET_AUTO into cuda:0 when a usable GPU is there, else the CPU; check that a CUDA
  * request can be met (SEG_EGPU saying why not: no CUDA in this build, no driver, no device).
@@ -75,6 +75,8 @@ size_t unet_device_memory_bytes(const Unet *m);
 /* GPU step timing since the last call (busy = device time of the steps' work, wall = from
  * the first step's start to the last one's end); SEG_EARG on the CPU. */
 int  unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s);
+/* Wait until the device has finished the queued work (no-op on the CPU). */
+int  unet_wait(Unet *m);
 const UnetConfig *unet_config(const Unet *m);
 /* PyTorch default init (kaiming_uniform a=sqrt(5) weights, uniform bias, BN 1/0),
  * deterministic for a seed; zeroes Adam state and the step count. */

@@ -44,7 +44,8 @@ int unet_amp_parse(const char *s, UnetDevice *d)
     if (s && !strcmp(s, "off")) d->amp = UNET_AMP_OFF;
     else if (s && !strcmp(s, "bf16")) d->amp = UNET_AMP_BF16;
     else if (s && !strcmp(s, "fp16")) d->amp = UNET_AMP_FP16;
-    else return seg_err(SEG_EARG, "--amp: '%s' is not off, bf16 or fp16", s ? s : "");
+    else if (s && !strcmp(s, "tf32")) d->amp = UNET_AMP_TF32;
+    else return seg_err(SEG_EARG, "--amp: '%s' is not off, bf16, fp16 or tf32", s ? s : "");
     return SEG_OK;
 }
 

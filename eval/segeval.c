@@ -59,7 +59,7 @@ static void usage(FILE *f)
 "  --batch N          slices per forward pass (default 8)\n"
 "  --threads N        compute threads (default: all cores)\n"
 "  --device D         auto (default: the GPU when usable), cpu, cuda or cuda:N\n"
-"  --amp A            GPU precision: off (default), bf16 or fp16\n"
+"  --amp A            GPU precision: off (default), bf16, fp16 or tf32\n"
 "  --max-3d N         3D pages for the first N subjects (default 3; 0: none)\n"
 "  --decimate MM      3D mesh vertex clustering cell (default 2.0; 0: none)\n"
 "  --overlay-slices N slices in the overlay figure (default 4)\n"

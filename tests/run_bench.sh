@@ -23,6 +23,21 @@ emit() {   # name, command...
 [ -x "$BUILD/tests/bench_loader" ] && emit loader "$BUILD/tests/bench_loader"
 [ -x "$BUILD/tests/bench_eval" ] && emit eval "$BUILD/tests/bench_eval"
 [ "${BENCH_NO_PEER:-0}" = 1 ] || emit unet_torch_peer bash tests/bench_torch_peer.sh
+# GPU (issue 7): segkit's CUDA backend and PyTorch (tools/unet_ref.py --bench) on the same GPU
+if [ "${BENCH_GPU:-1}" = 1 ] && [ -x "$BUILD/tests/bench_gpu" ] && "$BUILD/tests/bench_gpu" --probe 2>/dev/null; then
+    gdir=$(mktemp -d); trap 'rm -f "$out"; rm -rf "$gdir"' EXIT
+    gsteps=$([ "$q" = 1 ] && echo 4 || echo 10); gblocks=$([ "$q" = 1 ] && echo 3 || echo 5)
+    echo "bench: building a 256x256 phantom cache for the GPU loader run ..." >&2
+    ${SEGKIT_BIN:-bin}/synthct --subjects 16 --seed 11 -q "$gdir/ds" >/dev/null 2>&1 \
+        && ${SEGKIT_BIN:-bin}/segprep "$gdir/ds" "$gdir/cache" --size 256 -q >/dev/null 2>&1 && gcache=(--cache "$gdir/cache") || gcache=()
+    emit gpu "$BUILD/tests/bench_gpu" --steps "$gsteps" --blocks "$gblocks" --amps "${BENCH_GPU_AMPS:-off,bf16}" "${gcache[@]}"
+    if [ "${BENCH_NO_PEER:-0}" != 1 ] && ${PYTHON:-/usr/bin/python3} -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        emit gpu_torch_peer ${PYTHON:-/usr/bin/python3} tools/unet_ref.py --bench --steps "$gsteps" --blocks "$gblocks" \
+            --precisions "$(echo "${BENCH_GPU_AMPS:-off,bf16}" | sed 's/off/fp32/')" --modes "${BENCH_TORCH_MODES:-eager,compile}"
+    else
+        echo "bench: no PyTorch with CUDA here: the GPU peer is skipped" >&2
+    fi
+fi
 # the ratios the issues ask for, from the figures of this run
 printf '{\n%s\n}\n' "$(cat "$out")" | ${PYTHON:-/usr/bin/python3} -c '
 import json, sys
@@ -35,5 +50,16 @@ if u and p and p.get("train_step_s"):
         "infer_b1_speedup": round(u["infer_b1_slices_per_s"] / p["infer_b1_slices_per_s"], 2),
         "peak_rss_fraction": round(u["peak_rss_mib"] / p["peak_rss_mib"], 3),
     }
+g, t = d.get("gpu"), d.get("gpu_torch_peer")
+if g and t:
+    ratios = []
+    for r in g["runs"]:
+        for mode in ("eager", "compile"):
+            p = [x for x in t["runs"] if x["mode"] == mode and x["batch"] == r["batch"] and x["precision"] == r["precision"]]
+            if p:
+                ratios.append({"batch": r["batch"], "precision": r["precision"], "vs": "torch " + mode,
+                               "train_speedup": round(r["train_slices_per_s"] / p[0]["train_slices_per_s"], 2),
+                               "infer_speedup": round(r["infer_slices_per_s"] / p[0]["infer_slices_per_s"], 2)})
+    d["gpu_vs_torch"] = ratios
 print(json.dumps(d, indent=1))'
 

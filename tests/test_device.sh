@@ -30,7 +30,7 @@ TR=(--epochs 1 --features 4,8 --limit-slices 4 --batch-size 2 --no-progress)
 # ---- 1. usage errors ----
 expect_fail "segtrain --device foo" 2 "--device: 'foo' is not auto, cpu, cuda or cuda:N" "$BIN/segtrain" "$T/cache" --out "$T/r" --device foo
 expect_fail "segtrain --device cuda:x" 2 "'cuda:x'" "$BIN/segtrain" "$T/cache" --out "$T/r" --device cuda:x
-expect_fail "segtrain --amp fp8" 2 "--amp: 'fp8' is not off, bf16 or fp16" "$BIN/segtrain" "$T/cache" --out "$T/r" --amp fp8
+expect_fail "segtrain --amp fp8" 2 "--amp: 'fp8' is not off, bf16, fp16 or tf32" "$BIN/segtrain" "$T/cache" --out "$T/r" --amp fp8
 expect_fail "segeval --device" 2 "--device: 'tpu'" "$BIN/segeval" x.safetensors "$T/cache" --device tpu
 [ ! -e "$T/r" ] && ok "usage errors wrote nothing" || bad "a usage error created $T/r"
 

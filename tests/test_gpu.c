@@ -6,9 +6,9 @@
  *
  * Bounds, per tensor, as max |gpu - cpu| / max |cpu|:
  *   fp32 1e-4 (cuDNN with FMA math, no TF32; cuBLAS pedantic fp32);
- *   bf16 6e-2 and fp16 2e-2: the convolutions see inputs and weights rounded to 8 (bf16) or
- *   11 (fp16) mantissa bits, which moves logits and gradients by about 2^-8 and 2^-11 of
- *   their scale per layer; measured maxima are printed. */
+ *   bf16 6e-2, fp16 and tf32 2e-2: the convolutions see inputs and weights rounded to 8 (bf16)
+ *   or 11 (fp16, tf32) mantissa bits, which moves logits and gradients by about 2^-8 and
+ *   2^-11 of their scale per layer; the measured maxima are printed. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +31,7 @@ typedef struct Case { const char *name; int L, f0, C, H, N; } Case;
 
 static void run_case(const Case *k, int amp, double tol)
 {
-    static const char *amp_names[] = { "fp32", "bf16", "fp16" };
+    static const char *amp_names[] = { "fp32", "bf16", "fp16", "tf32" };
     char tag[96];
     snprintf(tag, sizeof tag, "%s %s", k->name, amp_names[amp]);
     UnetConfig cfg;
@@ -163,6 +163,7 @@ int main(void)
         run_case(&cases[i], UNET_AMP_OFF, 1e-4);
         run_case(&cases[i], UNET_AMP_BF16, 6e-2);
         run_case(&cases[i], UNET_AMP_FP16, 2e-2);
+        run_case(&cases[i], UNET_AMP_TF32, 2e-2);
     }
     return t_report("test_gpu");
 }

@@ -15,6 +15,16 @@ torch is needed for the module itself.
 
     /usr/bin/python3 tools/unet_ref.py --keys [--features 32,64,128,256 --classes 117]
     /usr/bin/python3 tools/unet_ref.py --check CKPT.safetensors   # load it and run one forward
+    /usr/bin/python3 tools/unet_ref.py --bench [--device cuda] [--batches 8,32,64]
+            [--precisions fp32,bf16] [--modes eager,compile] [--steps 10 --blocks 5]
+
+--bench is the PyTorch side of make bench's GPU comparison (tests/bench_gpu.c measures segkit
+the same way): per mode, precision and batch, the median over `blocks` of `steps` training
+steps (zero_grad, forward, BCEWithLogits, backward, Adam) in slices/s, the image uploaded
+from pinned host memory every step (the targets stay on the device, which favours PyTorch),
+and inference (eval, no_grad) likewise. fp32 turns TF32 off (true fp32, as segkit's --amp
+off); tf32 turns it on; bf16/fp16 use torch.autocast (fp16 with a GradScaler). One JSON
+object on stdout.
 """
 import argparse
 import json
@@ -142,16 +152,119 @@ if nn is not None:
             return cls.from_state(state)
 
 
+def bench(a):
+    """Throughput of this model in PyTorch on a.device; returns the JSON-able dict."""
+    import statistics
+    import time
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    feats = [int(s) for s in a.features.split(",")]
+    out = {"peer": f"tools/unet_ref.py (PyTorch {torch.__version__}, cudnn.benchmark={a.cudnn_benchmark})",
+           "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "size": a.size, "classes": a.classes,
+           "steps_per_block": a.steps, "blocks": a.blocks, "runs": []}
+    if cuda:
+        torch.backends.cudnn.benchmark = a.cudnn_benchmark
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    for mode in a.modes.split(","):
+        if mode == "compile" and not hasattr(torch, "compile"):
+            print(f"unet_ref bench: torch {torch.__version__} has no torch.compile: compile mode skipped", file=sys.stderr)
+            out["compile_skipped"] = f"torch {torch.__version__} has no torch.compile"
+            continue
+        for prec in a.precisions.split(","):
+            tf32 = prec == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            adt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
+            for nb in [int(s) for s in a.batches.split(",")]:
+                torch.manual_seed(0)
+                model = UNet(a.classes, feats).to(dev)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+                scaler = None
+                if prec == "fp16":
+                    scaler = torch.amp.GradScaler("cuda") if hasattr(torch.amp, "GradScaler") else torch.cuda.amp.GradScaler()
+                lossf = nn.BCEWithLogitsLoss()
+                run = torch.compile(model) if mode == "compile" else model
+                xh = torch.rand(nb, 1, a.size, a.size) * 2 - 1
+                if cuda:
+                    xh = xh.pin_memory()
+                t = (torch.rand(nb, a.classes, a.size, a.size, device=dev) < 0.125).float()
+
+                def step():
+                    x = xh.to(dev, non_blocking=True)
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(dev.type, dtype=adt, enabled=adt is not None):
+                        loss = lossf(run(x).float(), t)
+                    if scaler:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+
+                def infer():
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=adt, enabled=adt is not None):
+                        return run(xh.to(dev, non_blocking=True))
+
+                def timed(fn):
+                    v = []
+                    for k in range(-1, a.blocks):            # block -1: warm-up (and compilation)
+                        sync()
+                        t0 = time.perf_counter()
+                        for _ in range(a.steps if k >= 0 else max(3, a.steps // 2)):
+                            fn()
+                        sync()
+                        if k >= 0:
+                            v.append(a.steps * nb / (time.perf_counter() - t0))
+                    return statistics.median(v)
+
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(dev)
+                model.train()
+                tr = timed(step)
+                model.eval()
+                inf = timed(infer)
+                r = {"mode": mode, "precision": prec, "batch": nb, "train_slices_per_s": round(tr, 1),
+                     "infer_slices_per_s": round(inf, 1)}
+                if cuda:
+                    r["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(dev) / 1048576)
+                print(f"unet_ref bench: {r}", file=sys.stderr)
+                out["runs"].append(r)
+                del model, opt, run, t
+                if cuda:
+                    torch.cuda.empty_cache()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", action="store_true", help="print state_dict keys and shapes")
     ap.add_argument("--features", default="32,64,128,256")
     ap.add_argument("--classes", type=int, default=117)
     ap.add_argument("--check", metavar="CKPT", help="load a safetensors checkpoint and run a forward")
+    ap.add_argument("--bench", action="store_true", help="training/inference throughput as JSON")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--batches", default="8,32,64")
+    ap.add_argument("--precisions", default="fp32,bf16", help="fp32, tf32, bf16, fp16")
+    ap.add_argument("--modes", default="eager,compile", help="eager, compile (torch.compile)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--cudnn-benchmark", type=int, default=1, help="torch.backends.cudnn.benchmark (default 1)")
     a = ap.parse_args()
     if torch is None:
         print("unet_ref.py: torch is not installed", file=sys.stderr)
         return 1
+    if a.bench:
+        if a.device.startswith("cuda") and not torch.cuda.is_available():
+            print("skip: torch sees no CUDA device", file=sys.stderr)
+            return 77
+        print(json.dumps(bench(a), indent=1))
+        return 0
     if a.check:
         m = UNet.from_safetensors(a.check).eval()
         L = len(m.features)

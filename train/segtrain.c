@@ -59,7 +59,8 @@ static void usage(FILE *f)
 "  --device D          auto (default: the GPU when one is usable, else the CPU), cpu, cuda\n"
 "                      or cuda:N; checkpoints are the same whichever device wrote them\n"
 "  --amp A             GPU precision: off (default, fp32), bf16 or fp16 (mixed precision on\n"
-"                      tensor cores, fp32 master weights; fp16 with dynamic loss scaling)\n"
+"                      tensor cores, fp32 master weights; fp16 with dynamic loss scaling),\n"
+"                      or tf32 (fp32 tensors, TF32 tensor-core convolutions)\n"
 "  --threads N         CPU compute threads (default: all cores); same seed + same threads =\n"
 "                      identical weights\n"
 "  --loader-threads N  background decode threads (default 1)\n"
@@ -236,7 +237,8 @@ static cJSON *opts_json(const TrainOpts *o)
     cJSON_AddNumberToObject(j, "limit_slices", (double)o->limit_slices);
     cJSON_AddNumberToObject(j, "keep_last", o->keep_last);
     cJSON_AddStringToObject(j, "device", o->dev.kind == UNET_CUDA ? "cuda" : "cpu");   /* for the record only */
-    cJSON_AddStringToObject(j, "amp", o->dev.amp == UNET_AMP_BF16 ? "bf16" : o->dev.amp == UNET_AMP_FP16 ? "fp16" : "off");
+    cJSON_AddStringToObject(j, "amp", o->dev.amp == UNET_AMP_BF16 ? "bf16" : o->dev.amp == UNET_AMP_FP16 ? "fp16" :
+                            o->dev.amp == UNET_AMP_TF32 ? "tf32" : "off");
     return j;
 }
 
@@ -698,7 +700,8 @@ static int open_run(Run *r)
         o->aug ? "augmentation on" : "no augmentation", (unsigned long long)o->seed);
     if (o->dev.kind == UNET_CUDA)
         LOG(2, "segtrain: device %s, %s, %.1f MiB of GPU memory\n", o->dev_desc,
-            o->dev.amp == UNET_AMP_BF16 ? "bf16 mixed precision" : o->dev.amp == UNET_AMP_FP16 ? "fp16 mixed precision" : "fp32",
+            o->dev.amp == UNET_AMP_BF16 ? "bf16 mixed precision" : o->dev.amp == UNET_AMP_FP16 ? "fp16 mixed precision" :
+            o->dev.amp == UNET_AMP_TF32 ? "tf32 convolutions" : "fp32",
             unet_device_memory_bytes(r->m) / 1048576.0);
     else
         LOG(2, "segtrain: device %s\n", o->dev_desc);

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-enum { GPU_AMP_OFF = 0, GPU_AMP_BF16 = 1, GPU_AMP_FP16 = 2 };
+enum { GPU_AMP_OFF = 0, GPU_AMP_BF16 = 1, GPU_AMP_FP16 = 2, GPU_AMP_TF32 = 3 };   /* = UNET_AMP_* */
 
 /* Is CUDA device `index` usable (driver, device, a kernel image for its architecture)?
  * SEG_OK and a description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") in desc, else SEG_EGPU
@@ -73,6 +73,8 @@ int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float eps, int64
 int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N,
                  int64_t *tp, int64_t *fp, int64_t *fn);
 
+/* Wait for all queued work (benchmarks). */
+int gpu_net_wait(GpuNet *g);
 /* Device time of the last training steps: per step, GPU busy seconds (forward to the end of
  * Adam, less the wait for the loss) and wall seconds between step starts; for benchmarks. */
 int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s);

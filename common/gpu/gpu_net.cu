@@ -110,6 +110,8 @@ typedef struct Block { Conv c1, c2; } Block;
 struct GpuNet {
     GpuNetDesc d;
     int L, C, amp;
+    int hk;                               /* half kind of the convs: 0 none, GPU_AMP_BF16, GPU_AMP_FP16 */
+    cudnnMathType_t math;
     long HW;
     cudaStream_t st, cp;                  /* compute, copy */
     cudnnHandle_t dnn;
@@ -323,7 +325,7 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->gB, sizeof(float) * g->maxel));
     TRY(DALLOC(g, g->gC, sizeof(float) * g->maxel));
     TRY(DALLOC(g, g->gDZ, sizeof(float) * g->maxel));
-    if (g->amp) {
+    if (g->hk) {
         TRY(DALLOC(g, g->hA, 2 * g->maxel));
         TRY(DALLOC(g, g->hB, 2 * g->maxel));
         TRY(DALLOC(g, g->hW, 2 * g->maxw));
@@ -368,7 +370,7 @@ static int geo_desc(GpuNet *g, const ConvGeo *q, int N)
     DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, g->dt, CUDNN_TENSOR_NCHW, q->k, q->xc, q->r, q->r));
     DNN_TRY(cudnnSetConvolution2dDescriptor(g->cv, q->pad, q->pad, q->stride, q->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, g->amp ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, g->math));
     return SEG_OK;
 }
 
@@ -435,7 +437,7 @@ static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
 /* Weights of tensor offset w as the conv data type. */
 static const void *wptr(GpuNet *g, size_t w)
 {
-    return g->amp ? (const void *)((const char *)g->hparams + 2 * w) : (const void *)(g->params + w);
+    return g->hk ? (const void *)((const char *)g->hparams + 2 * w) : (const void *)(g->params + w);
 }
 
 /* y = conv(x, w): fp32 in and out; AMP casts x to half, runs the conv in half, casts y back. */
@@ -447,11 +449,11 @@ static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, size_t w, float 
     TRY(geo_algo(g, q, N, &a));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
     const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
-    if (g->amp) {
-        gk_to_half(g->st, g->amp, x, g->hA, nx);
+    if (g->hk) {
+        gk_to_half(g->st, g->hk, x, g->hA, nx);
         DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, g->hB));
-        gk_from_half(g->st, g->amp, g->hB, y, ny);
+        gk_from_half(g->st, g->hk, g->hB, y, ny);
     } else {
         DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, y));
@@ -468,11 +470,11 @@ static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, size_t w, const float *dy, 
     TRY(geo_algo(g, q, N, &a));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
     const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
-    if (g->amp) {
-        gk_to_half(g->st, g->amp, dy, g->hB, ny);
+    if (g->hk) {
+        gk_to_half(g->st, g->hk, dy, g->hB, ny);
         DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, g->hA));
-        gk_from_half(g->st, g->amp, g->hA, dx, nx);
+        gk_from_half(g->st, g->hk, g->hA, dx, nx);
     } else {
         DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, dy, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, dx));
@@ -490,12 +492,12 @@ static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const flo
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
     const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw,
                  nw = (size_t)q->k * q->xc * q->r * q->r;
-    if (g->amp) {
-        gk_to_half(g->st, g->amp, x, g->hA, nx);
-        gk_to_half(g->st, g->amp, dy, g->hB, ny);
+    if (g->hk) {
+        gk_to_half(g->st, g->hk, x, g->hA, nx);
+        gk_to_half(g->st, g->hk, dy, g->hB, ny);
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, g->hA, g->ty, g->hB, g->cv, a->bwd_filter, g->ws,
                                                g->ws_bytes, &zero, g->fw, g->hW));
-        gk_from_half(g->st, g->amp, g->hW, g->grads + w, nw);
+        gk_from_half(g->st, g->hk, g->hW, g->grads + w, nw);
     } else {
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, x, g->ty, dy, g->cv, a->bwd_filter, g->ws,
                                                g->ws_bytes, &zero, g->fw, g->grads + w));
@@ -554,6 +556,9 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     g->C = d->cfg.n_classes;
     g->HW = (long)d->H * d->W;
     g->amp = d->amp;
+    g->hk = d->amp == GPU_AMP_BF16 || d->amp == GPU_AMP_FP16 ? d->amp : 0;
+    /* fp32: FMA only (no TF32), the parity reference; tf32: cuDNN may use TF32 tensor cores */
+    g->math = d->amp == GPU_AMP_OFF ? CUDNN_FMA_MATH : d->amp == GPU_AMP_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
     g->dt = d->amp == GPU_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == GPU_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
     g->loss_scale = d->amp == GPU_AMP_FP16 ? 65536.f : 1.f;
     g->hparams_stale = 1;
@@ -576,7 +581,8 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     if (rc == SEG_OK) {
         cublasStatus_t s = cublasCreate(&g->blas);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g->blas, g->st);
-        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g->blas, CUBLAS_PEDANTIC_MATH);   /* true fp32 for the head */
+        if (s == CUBLAS_STATUS_SUCCESS)   /* true fp32 for the head, TF32 only when asked for */
+            s = cublasSetMathMode(g->blas, d->amp == GPU_AMP_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
         if (s != CUBLAS_STATUS_SUCCESS) rc = seg_err(SEG_EGPU, "GPU setup: cuBLAS: %s", cublasGetStatusString(s));
     }
     STEP(create_buffers(g));
@@ -601,7 +607,8 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, d->device) != cudaSuccess) { cudaGetLastError(); strcpy(p.name, "?"); }
     snprintf(g->desc_txt, sizeof g->desc_txt, "cuda:%d %s, %s", d->device, p.name,
-             g->amp == GPU_AMP_BF16 ? "bf16 AMP" : g->amp == GPU_AMP_FP16 ? "fp16 AMP (loss scaling)" : "fp32");
+             g->amp == GPU_AMP_BF16 ? "bf16 AMP" : g->amp == GPU_AMP_FP16 ? "fp16 AMP (loss scaling)" :
+             g->amp == GPU_AMP_TF32 ? "tf32 convolutions" : "fp32");
     *out = g;
     return SEG_OK;
 }
@@ -663,8 +670,8 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
         g->ring_n++;
         ring_record(g, 0);
     }
-    if (g->amp && g->hparams_stale) {
-        gk_to_half(g->st, g->amp, g->params, g->hparams, g->d.n_params);
+    if (g->hk && g->hparams_stale) {
+        gk_to_half(g->st, g->hk, g->params, g->hparams, g->d.n_params);
         g->hparams_stale = 0;
     }
     const float *in = g->xin[s];
@@ -860,6 +867,13 @@ extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *prese
         fp[c] += (int64_t)g->dice_pin[C + c];
         fn[c] += (int64_t)g->dice_pin[2 * C + c];
     }
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_wait(GpuNet *g)
+{
+    CU_TRY(cudaStreamSynchronize(g->st));
+    KERNEL_CHECK();
     return SEG_OK;
 }
 
