@@ -151,17 +151,25 @@ __global__ static void k_bias_add(float *y, const float *bias, int C, long HW, l
         y[i] += bias[(i / HW) % C];
 }
 
-/* one block per channel */
-__global__ static void k_channel_sum(const float *dy, int N, int C, long HW, float *out)
+/* grid (GK_CSUM_SPLIT, C): block x of channel c sums its share of the N*HW values */
+__global__ static void k_channel_part(const float *dy, int N, int C, long HW, double *part)
 {
-    const int c = blockIdx.x;
+    const int c = blockIdx.y;
+    const long total = (long)N * HW, per = (total + gridDim.x - 1) / gridDim.x;
+    const long i0 = blockIdx.x * per, i1 = i0 + per < total ? i0 + per : total;
     double s = 0;
-    for (int n = 0; n < N; n++) {
-        const float *p = dy + ((long)n * C + c) * HW;
-        for (long q = threadIdx.x; q < HW; q += blockDim.x) s += p[q];
-    }
+    for (long i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += dy[((i / HW) * C + c) * HW + i % HW];
     s = block_sum(s);
-    if (threadIdx.x == 0) out[c] = (float)s;
+    if (threadIdx.x == 0) part[(long)c * gridDim.x + blockIdx.x] = s;
+}
+
+__global__ static void k_channel_final(const double *part, int C, float *out)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    double s = 0;
+    for (int k = 0; k < GK_CSUM_SPLIT; k++) s += part[(long)c * GK_CSUM_SPLIT + k];
+    out[c] = (float)s;
 }
 
 /* ---- loss and metrics: one block per (n, c) plane -------------------------------------------- */
@@ -254,9 +262,10 @@ void gk_bias_add(cudaStream_t s, float *y, const float *bias, int N, int C, long
     k_bias_add<<<grid_for(n, TPB * 4), TPB, 0, s>>>(y, bias, C, HW, n);
 }
 
-void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out)
+void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out, double *scratch)
 {
-    k_channel_sum<<<C, 512, 0, s>>>(dy, N, C, HW, out);
+    k_channel_part<<<dim3(GK_CSUM_SPLIT, C), 512, 0, s>>>(dy, N, C, HW, scratch);
+    k_channel_final<<<(C + 127) / 128, 128, 0, s>>>(scratch, C, out);
 }
 
 void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,

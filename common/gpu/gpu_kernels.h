@@ -19,8 +19,10 @@ void gk_concat(cudaStream_t s, const float *a, const float *b, float *y, int N, 
 void gk_split(cudaStream_t s, const float *y, float *a, float *b, int N, int Ca, int Cb, long HW);
 /* y[n,c,:] += bias[c]. */
 void gk_bias_add(cudaStream_t s, float *y, const float *bias, int N, int C, long HW);
-/* out[c] = sum over n and pixels of dy[n,c,:] (bias gradients; double accumulation). */
-void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out);
+/* out[c] = sum over n and pixels of dy[n,c,:] (bias gradients): GK_CSUM_SPLIT blocks per
+ * channel write double partials to scratch (C * GK_CSUM_SPLIT), summed in a fixed order. */
+#define GK_CSUM_SPLIT 32
+void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out, double *scratch);
 /* partial[n*C+c] = BCE-with-logits summed over plane (n,c) (gm_bce, double accumulation). */
 void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
                 int N, int C, long HW, double *partial);

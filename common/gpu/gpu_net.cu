@@ -31,6 +31,8 @@ extern "C" {
 #define BLAS_TRY(x) do { cublasStatus_t e_ = (x); if (e_ != CUBLAS_STATUS_SUCCESS) return seg_err(SEG_EGPU, \
     "%s:%d: %s: %s", __FILE__, __LINE__, #x, cublasGetStatusString(e_)); } while (0)
 #define KERNEL_CHECK() CU_TRY(cudaGetLastError())
+/* every entry point: the calling thread may have another device current */
+#define ON_DEVICE(g) CU_TRY(cudaSetDevice((g)->d.device))
 
 #define BN_EPS 1e-5
 #define BN_MOMENTUM 0.1
@@ -86,9 +88,13 @@ typedef struct Algo {
     size_t ws;
 } Algo;
 
+#define ALGO_SLOTS 4
 typedef struct ConvGeo {
     int xc, xh, xw, k, r, pad, stride, yh, yw;
-    Algo algo[2];                 /* cached for two batch sizes (the full one and the last) */
+    size_t w;                     /* the weight's offset in params / grads */
+    size_t hw;                    /* AMP: its offset in the half copy (64-element aligned) */
+    Algo algo[ALGO_SLOTS];        /* per batch size seen (slot 0: the full batch) */
+    int algo_next;
 } ConvGeo;
 
 typedef struct Conv {             /* conv3x3 (no bias) -> BatchNorm2d -> ReLU */
@@ -144,6 +150,7 @@ struct GpuNet {
     int xs, ts;                           /* slot of the last forward / loss */
     double *partial, *partial_pin;
     unsigned long long *dice, *dice_pin;
+    double *csum;                         /* gk_channel_sum partials */
     /* step */
     int last_N, last_train, have_loss;
     float loss_scale;
@@ -210,6 +217,7 @@ static int conv_layer(GpuNet *g, Conv *c, const char *pre, int i_conv, int i_bn,
     size_t rv = 0;
     geo_set(&c->geo, ci, H, W, co, 3, 1, 1);
     snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_conv); TRY(find(&g->d, nm, 1, &c->w));
+    c->geo.w = c->w;
     snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_bn); TRY(find(&g->d, nm, 1, &c->gamma));
     snprintf(nm, sizeof nm, "%s.net.%d.bias", pre, i_bn); TRY(find(&g->d, nm, 1, &c->beta));
     snprintf(nm, sizeof nm, "%s.net.%d.running_mean", pre, i_bn); TRY(find(&g->d, nm, 0, &c->rm));
@@ -236,6 +244,7 @@ static int block_layer(GpuNet *g, Block *b, const char *pre, int ci, int co, int
 extern "C" void gpu_net_free(GpuNet *g)
 {
     if (!g) return;
+    cudaSetDevice(g->d.device);
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->cp) cudaStreamSynchronize(g->cp);
     Conv *cs[4 * UNET_MAX_LEVELS + 2];
@@ -250,7 +259,7 @@ extern "C" void gpu_net_free(GpuNet *g)
     for (int l = 0; l <= UNET_MAX_LEVELS; l++) cudaFree(g->pool[l]);
     void *dev[] = { g->params, g->grads, g->adam_m, g->adam_v, g->bufs, g->hparams, g->nbt_off, g->logits, g->dlogits,
                     g->gA, g->gB, g->gC, g->gDZ, g->hA, g->hB, g->hW, g->ws, g->xin[0], g->xin[1], g->bits[0], g->bits[1],
-                    g->pres[0], g->pres[1], g->partial, g->dice };
+                    g->pres[0], g->pres[1], g->partial, g->dice, g->csum };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     void *pin[] = { g->x_pin[0], g->x_pin[1], g->bits_pin[0], g->bits_pin[1], g->pres_pin[0], g->pres_pin[1],
                     g->partial_pin, g->dice_pin };
@@ -271,6 +280,19 @@ extern "C" void gpu_net_free(GpuNet *g)
     if (g->cp) cudaStreamDestroy(g->cp);
     cudaGetLastError();
     free(g);
+}
+
+/* Every convolution geometry of the model (a conv3x3 layer or a transposed conv each). */
+static int all_geos(GpuNet *g, ConvGeo **qs)
+{
+    int n = 0;
+    for (int l = 0; l < g->L; l++) {
+        qs[n++] = &g->enc[l].c1.geo; qs[n++] = &g->enc[l].c2.geo; qs[n++] = &g->dec[l].c1.geo;
+        qs[n++] = &g->dec[l].c2.geo; qs[n++] = &g->up[l].geo;
+    }
+    qs[n++] = &g->bott.c1.geo;
+    qs[n++] = &g->bott.c2.geo;
+    return n;
 }
 
 static int create_buffers(GpuNet *g)
@@ -296,6 +318,7 @@ static int create_buffers(GpuNet *g)
         snprintf(nm, sizeof nm, "ups.%d.bias", 2 * j);
         if ((rc = find(&g->d, nm, 1, &u->b)) < 0) break;
         geo_set(&u->geo, f[l], H >> l, W >> l, cin, 2, 0, 2);
+        u->geo.w = u->w;
         const size_t P = (size_t)NB * (H >> l) * (W >> l);
         if ((rc = DALLOC(g, u->u, sizeof(float) * P * f[l])) < 0) break;
         if ((rc = DALLOC(g, g->cat[l], sizeof(float) * P * 2 * f[l])) < 0) break;
@@ -309,16 +332,16 @@ static int create_buffers(GpuNet *g)
     if (rc == SEG_OK) rc = find(&g->d, "head.weight", 1, &g->head_w);
     if (rc == SEG_OK) rc = find(&g->d, "head.bias", 1, &g->head_b);
     g->nbt_off = dev_off;
-    if (rc == SEG_OK) rc = cudaMemcpy(dev_off, nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice) == cudaSuccess
-                               ? SEG_OK : seg_err(SEG_EGPU, "GPU model: upload of the BatchNorm counters failed");
+    if (rc == SEG_OK)   /* on the compute stream (a non-blocking stream does not wait for the legacy one) */
+        rc = cudaMemcpyAsync(dev_off, nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice, g->st) == cudaSuccess &&
+             cudaStreamSynchronize(g->st) == cudaSuccess ? SEG_OK : seg_err(SEG_EGPU, "GPU model: upload of the BatchNorm counters failed");
     free(nbt_host);
     TRY(rc);
     for (int l = 1; l <= L; l++) {
         const size_t P = (size_t)NB * (H >> l) * (W >> l);
         TRY(DALLOC(g, g->pool[l], sizeof(float) * P * f[l - 1]));
     }
-    const size_t P0 = (size_t)NB * H * W;
-    if (P0 * C > g->maxel) g->maxel = P0 * C;
+    const size_t P0 = (size_t)NB * H * W;     /* logits and dlogits have their own buffers */
     TRY(DALLOC(g, g->logits, sizeof(float) * P0 * C));
     TRY(DALLOC(g, g->dlogits, sizeof(float) * P0 * C));
     TRY(DALLOC(g, g->gA, sizeof(float) * g->maxel));
@@ -326,10 +349,18 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->gC, sizeof(float) * g->maxel));
     TRY(DALLOC(g, g->gDZ, sizeof(float) * g->maxel));
     if (g->hk) {
+        /* the half copy holds only the conv weights, each 128-byte aligned for tensor cores */
+        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
+        const int nq = all_geos(g, qs);
+        size_t off = 0;
+        for (int i = 0; i < nq; i++) {
+            qs[i]->hw = (off + 63) & ~(size_t)63;
+            off = qs[i]->hw + (size_t)qs[i]->k * qs[i]->xc * qs[i]->r * qs[i]->r;
+        }
         TRY(DALLOC(g, g->hA, 2 * g->maxel));
         TRY(DALLOC(g, g->hB, 2 * g->maxel));
         TRY(DALLOC(g, g->hW, 2 * g->maxw));
-        TRY(DALLOC(g, g->hparams, 2 * g->d.n_params));
+        TRY(DALLOC(g, g->hparams, 2 * off));
     }
     const size_t np = g->d.n_params;
     TRY(DALLOC(g, g->params, sizeof(float) * np));
@@ -355,6 +386,9 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->partial, sizeof(double) * npart));
     TRY(HALLOC(g->partial_pin, sizeof(double) * npart));
     TRY(DALLOC(g, g->dice, sizeof(unsigned long long) * 3 * C));
+    int cmax = C;
+    for (int l = 0; l < L; l++) if (f[l] > cmax) cmax = f[l];
+    TRY(DALLOC(g, g->csum, sizeof(double) * (size_t)cmax * GK_CSUM_SPLIT));
     TRY(HALLOC(g->dice_pin, sizeof(unsigned long long) * 3 * C));
     for (int r = 0; r < RING; r++)
         for (int k = 0; k < 4; k++) CU_TRY(cudaEventCreate(&g->ev[r][k]));
@@ -403,8 +437,9 @@ static int ensure_ws(GpuNet *g, size_t bytes)
 
 static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
 {
-    for (int i = 0; i < 2; i++) if (q->algo[i].N == N) { *out = &q->algo[i]; return SEG_OK; }
-    Algo *a = q->algo[0].N == 0 || q->algo[0].N != g->d.max_batch ? &q->algo[0] : &q->algo[1];
+    for (int i = 0; i < ALGO_SLOTS; i++) if (q->algo[i].N == N) { *out = &q->algo[i]; return SEG_OK; }
+    /* slot 0 keeps the full batch (chosen at create); the others take turns */
+    Algo *a = q->algo[0].N == 0 ? &q->algo[0] : &q->algo[1 + q->algo_next++ % (ALGO_SLOTS - 1)];
     memset(a, 0, sizeof *a);
     int n;
     cudnnConvolutionFwdAlgoPerf_t pf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -434,14 +469,14 @@ static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
     return SEG_OK;
 }
 
-/* Weights of tensor offset w as the conv data type. */
-static const void *wptr(GpuNet *g, size_t w)
+/* The weights of geometry q in the conv data type. */
+static const void *wptr(GpuNet *g, const ConvGeo *q)
 {
-    return g->hk ? (const void *)((const char *)g->hparams + 2 * w) : (const void *)(g->params + w);
+    return g->hk ? (const void *)((const char *)g->hparams + 2 * q->hw) : (const void *)(g->params + q->w);
 }
 
 /* y = conv(x, w): fp32 in and out; AMP casts x to half, runs the conv in half, casts y back. */
-static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, size_t w, float *y)
+static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, float *y)
 {
     const float one = 1.f, zero = 0.f;
     const Algo *a;
@@ -451,18 +486,18 @@ static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, size_t w, float 
     const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
     if (g->hk) {
         gk_to_half(g->st, g->hk, x, g->hA, nx);
-        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
+        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, g->hB));
         gk_from_half(g->st, g->hk, g->hB, y, ny);
     } else {
-        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, w), g->cv, a->fwd, g->ws, g->ws_bytes,
+        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, y));
     }
     return SEG_OK;
 }
 
 /* dx = conv's input gradient from dy (also the transposed conv's forward). */
-static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, size_t w, const float *dy, float *dx)
+static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx)
 {
     const float one = 1.f, zero = 0.f;
     const Algo *a;
@@ -472,18 +507,18 @@ static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, size_t w, const float *dy, 
     const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
     if (g->hk) {
         gk_to_half(g->st, g->hk, dy, g->hB, ny);
-        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
+        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, g->hA));
         gk_from_half(g->st, g->hk, g->hA, dx, nx);
     } else {
-        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, w), g->ty, dy, g->cv, a->bwd_data, g->ws,
+        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, dy, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, dx));
     }
     return SEG_OK;
 }
 
 /* grads[w..] = dL/dw from x and dy (overwritten). */
-static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const float *dy, size_t w)
+static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const float *dy)
 {
     const float one = 1.f, zero = 0.f;
     const Algo *a;
@@ -497,10 +532,10 @@ static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const flo
         gk_to_half(g->st, g->hk, dy, g->hB, ny);
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, g->hA, g->ty, g->hB, g->cv, a->bwd_filter, g->ws,
                                                g->ws_bytes, &zero, g->fw, g->hW));
-        gk_from_half(g->st, g->hk, g->hW, g->grads + w, nw);
+        gk_from_half(g->st, g->hk, g->hW, g->grads + q->w, nw);
     } else {
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, x, g->ty, dy, g->cv, a->bwd_filter, g->ws,
-                                               g->ws_bytes, &zero, g->fw, g->grads + w));
+                                               g->ws_bytes, &zero, g->fw, g->grads + q->w));
     }
     return SEG_OK;
 }
@@ -516,7 +551,7 @@ static int bn_desc(GpuNet *g, const Conv *c, int N)
 static int conv_forward(GpuNet *g, Conv *c, const float *in, int N, int train)
 {
     const float one = 1.f, zero = 0.f;
-    TRY(op_fwd(g, &c->geo, N, in, c->w, c->z));
+    TRY(op_fwd(g, &c->geo, N, in, c->z));
     TRY(bn_desc(g, c, N));
     if (train)
         DNN_TRY(cudnnBatchNormalizationForwardTraining(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->z, g->tx, c->a,
@@ -539,8 +574,8 @@ static int conv_backward(GpuNet *g, Conv *c, float *da, const float *in, float *
     DNN_TRY(cudnnBatchNormalizationBackward(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, g->tx, c->z, g->tx, da,
                                             g->tx, g->gDZ, g->tbn, g->params + c->gamma, g->grads + c->gamma,
                                             g->grads + c->beta, BN_EPS, c->smean, c->sinv));
-    TRY(op_bwd_filter(g, &c->geo, N, in, g->gDZ, c->w));
-    if (dx) TRY(op_bwd_data(g, &c->geo, N, c->w, g->gDZ, dx));
+    TRY(op_bwd_filter(g, &c->geo, N, in, g->gDZ));
+    if (dx) TRY(op_bwd_data(g, &c->geo, N, g->gDZ, dx));
     return SEG_OK;
 }
 
@@ -587,13 +622,10 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     }
     STEP(create_buffers(g));
     /* pick every algorithm now, for the full batch, so workspace growth happens before training */
-    for (int l = 0; rc == SEG_OK && l <= g->L; l++) {
-        ConvGeo *qs[5];
-        int n = 0;
-        if (l < g->L) { qs[n++] = &g->enc[l].c1.geo; qs[n++] = &g->enc[l].c2.geo; qs[n++] = &g->dec[l].c1.geo;
-                        qs[n++] = &g->dec[l].c2.geo; qs[n++] = &g->up[l].geo; }
-        else { qs[n++] = &g->bott.c1.geo; qs[n++] = &g->bott.c2.geo; }
-        for (int i = 0; rc == SEG_OK && i < n; i++) {
+    if (rc == SEG_OK) {
+        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
+        const int nq = all_geos(g, qs);
+        for (int i = 0; rc == SEG_OK && i < nq; i++) {
             const Algo *a;
             STEP(geo_desc(g, qs[i], d->max_batch));
             STEP(geo_algo(g, qs[i], d->max_batch, &a));
@@ -619,12 +651,15 @@ extern "C" const char *gpu_net_desc(const GpuNet *g) { return g->desc_txt; }
 extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs, const float *adam_m, const float *adam_v)
 {
     const size_t np = sizeof(float) * g->d.n_params;
+    ON_DEVICE(g);
+    /* all on the compute stream, then wait: the streams are non-blocking, so plain cudaMemcpy
+     * (legacy stream) would not be ordered before the next kernels */
+    CU_TRY(cudaMemcpyAsync(g->params, params, np, cudaMemcpyHostToDevice, g->st));
+    CU_TRY(cudaMemcpyAsync(g->adam_m, adam_m, np, cudaMemcpyHostToDevice, g->st));
+    CU_TRY(cudaMemcpyAsync(g->adam_v, adam_v, np, cudaMemcpyHostToDevice, g->st));
+    if (g->d.n_bufs) CU_TRY(cudaMemcpyAsync(g->bufs, bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyHostToDevice, g->st));
+    CU_TRY(cudaMemsetAsync(g->grads, 0, np, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
-    CU_TRY(cudaMemcpy(g->params, params, np, cudaMemcpyHostToDevice));
-    CU_TRY(cudaMemcpy(g->adam_m, adam_m, np, cudaMemcpyHostToDevice));
-    CU_TRY(cudaMemcpy(g->adam_v, adam_v, np, cudaMemcpyHostToDevice));
-    if (g->d.n_bufs) CU_TRY(cudaMemcpy(g->bufs, bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyHostToDevice));
-    CU_TRY(cudaMemset(g->grads, 0, np));
     g->hparams_stale = 1;
     g->have_loss = 0;
     g->last_N = 0;
@@ -634,12 +669,13 @@ extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs,
 extern "C" int gpu_net_download(GpuNet *g, float *params, float *bufs, float *adam_m, float *adam_v, float *grads)
 {
     const size_t np = sizeof(float) * g->d.n_params;
+    ON_DEVICE(g);
+    if (params) CU_TRY(cudaMemcpyAsync(params, g->params, np, cudaMemcpyDeviceToHost, g->st));
+    if (adam_m) CU_TRY(cudaMemcpyAsync(adam_m, g->adam_m, np, cudaMemcpyDeviceToHost, g->st));
+    if (adam_v) CU_TRY(cudaMemcpyAsync(adam_v, g->adam_v, np, cudaMemcpyDeviceToHost, g->st));
+    if (grads) CU_TRY(cudaMemcpyAsync(grads, g->grads, np, cudaMemcpyDeviceToHost, g->st));
+    if (bufs && g->d.n_bufs) CU_TRY(cudaMemcpyAsync(bufs, g->bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyDeviceToHost, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
-    if (params) CU_TRY(cudaMemcpy(params, g->params, np, cudaMemcpyDeviceToHost));
-    if (adam_m) CU_TRY(cudaMemcpy(adam_m, g->adam_m, np, cudaMemcpyDeviceToHost));
-    if (adam_v) CU_TRY(cudaMemcpy(adam_v, g->adam_v, np, cudaMemcpyDeviceToHost));
-    if (grads) CU_TRY(cudaMemcpy(grads, g->grads, np, cudaMemcpyDeviceToHost));
-    if (bufs && g->d.n_bufs) CU_TRY(cudaMemcpy(bufs, g->bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyDeviceToHost));
     return SEG_OK;
 }
 
@@ -652,6 +688,7 @@ static void ring_record(GpuNet *g, int k)
 
 extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
 {
+    ON_DEVICE(g);
     if (N < 1 || N > g->d.max_batch)
         return seg_err(SEG_EARG, "unet_forward: batch %d (model holds 1..%d)", N, g->d.max_batch);
     const int L = g->L, *f = g->d.cfg.features, C = g->C;
@@ -671,7 +708,11 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
         ring_record(g, 0);
     }
     if (g->hk && g->hparams_stale) {
-        gk_to_half(g->st, g->hk, g->params, g->hparams, g->d.n_params);
+        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
+        const int nq = all_geos(g, qs);
+        for (int i = 0; i < nq; i++)
+            gk_to_half(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw,
+                       (size_t)qs[i]->k * qs[i]->xc * qs[i]->r * qs[i]->r);
         g->hparams_stale = 0;
     }
     const float *in = g->xin[s];
@@ -688,7 +729,7 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
     for (int l = L - 1; l >= 0; l--) {
         const long HW = (long)(g->d.H >> l) * (g->d.W >> l);
         Up *u = &g->up[l];
-        TRY(op_bwd_data(g, &u->geo, N, u->w, prev, u->u));
+        TRY(op_bwd_data(g, &u->geo, N, prev, u->u));
         gk_bias_add(g->st, u->u, g->params + u->b, N, f[l], HW);
         gk_concat(g->st, g->enc[l].c2.a, u->u, g->cat[l], N, f[l], f[l], HW);
         TRY(conv_forward(g, &g->dec[l].c1, g->cat[l], N, train));
@@ -711,6 +752,7 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
 
 extern "C" int gpu_net_logits(GpuNet *g, float *out)
 {
+    ON_DEVICE(g);
     if (!g->last_N) return seg_err(SEG_EARG, "unet_logits: no forward yet");
     CU_TRY(cudaMemcpyAsync(out, g->logits, sizeof(float) * (size_t)g->last_N * g->C * g->HW, cudaMemcpyDeviceToHost, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
@@ -734,6 +776,7 @@ static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *
 
 extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, double *sum)
 {
+    ON_DEVICE(g);
     if (N != g->last_N || N < 1) return seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, g->last_N);
     const int s = g->ts ^ 1;
     TRY(upload_targets(g, s, bits, presence, N));
@@ -755,6 +798,7 @@ extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *prese
 /* ---- backward --------------------------------------------------------------------------------- */
 extern "C" int gpu_net_backward(GpuNet *g)
 {
+    ON_DEVICE(g);
     if (!g->last_N || !g->last_train || !g->have_loss)
         return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss_bce first");
     const int N = g->last_N, L = g->L, *f = g->d.cfg.features, C = g->C, s = g->ts;
@@ -769,7 +813,7 @@ extern "C" int gpu_net_backward(GpuNet *g)
     for (int n = 0; n < N; n++)
         BLAS_TRY(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, F, C, HW, &one, a0 + (size_t)n * F * HW, HW,
                              g->dlogits + (size_t)n * C * HW, HW, n ? &one : &zero, g->grads + g->head_w, F));
-    gk_channel_sum(g->st, g->dlogits, N, C, g->HW, g->grads + g->head_b);
+    gk_channel_sum(g->st, g->dlogits, N, C, g->HW, g->grads + g->head_b, g->csum);
     float *cur = g->gA, *oth = g->gB;
     BLAS_TRY(cublasSgemmStridedBatched(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, HW, F, C, &one, g->dlogits, HW, (long long)C * HW,
                                        g->params + g->head_w, F, 0, &zero, cur, HW, (long long)F * HW, N));
@@ -781,9 +825,9 @@ extern "C" int gpu_net_backward(GpuNet *g)
         TRY(conv_backward(g, &d->c1, oth, g->cat[l], g->gC, N));
         gk_split(g->st, g->gC, g->dskip[l], cur, N, f[l], f[l], HWl);
         const float *prev = l == L - 1 ? g->bott.c2.a : g->dec[l + 1].c2.a;
-        gk_channel_sum(g->st, cur, N, f[l], HWl, g->grads + u->b);
-        TRY(op_bwd_filter(g, &u->geo, N, cur, prev, u->w));
-        TRY(op_fwd(g, &u->geo, N, cur, u->w, oth));
+        gk_channel_sum(g->st, cur, N, f[l], HWl, g->grads + u->b, g->csum);
+        TRY(op_bwd_filter(g, &u->geo, N, cur, prev));
+        TRY(op_fwd(g, &u->geo, N, cur, oth));
         float *t = cur; cur = oth; oth = t;
     }
     TRY(conv_backward(g, &g->bott.c2, cur, g->bott.c1.a, oth, N));
@@ -808,6 +852,7 @@ extern "C" int gpu_net_backward(GpuNet *g)
 
 extern "C" int gpu_net_grad_sumsq(GpuNet *g, double *out)
 {
+    ON_DEVICE(g);
     gk_sumsq(g->st, g->grads, g->d.n_params, g->partial);
     KERNEL_CHECK();
     CU_TRY(cudaMemcpyAsync(g->partial_pin, g->partial, sizeof(double) * GK_SUMSQ_BLOCKS, cudaMemcpyDeviceToHost, g->st));
@@ -820,6 +865,7 @@ extern "C" int gpu_net_grad_sumsq(GpuNet *g, double *out)
 
 extern "C" int gpu_net_scale_grads(GpuNet *g, float s)
 {
+    ON_DEVICE(g);
     gk_scale(g->st, g->grads, g->d.n_params, s);
     KERNEL_CHECK();
     return SEG_OK;
@@ -827,6 +873,7 @@ extern "C" int gpu_net_scale_grads(GpuNet *g, float s)
 
 extern "C" int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float eps, int64_t t, int *skipped)
 {
+    ON_DEVICE(g);
     *skipped = 0;
     if (g->amp == GPU_AMP_FP16) {                 /* overflow check of this step's gradients */
         double ss;
@@ -853,9 +900,10 @@ extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *prese
                             int64_t *fn)
 {
     if (N < 1 || N > g->last_N) return SEG_OK;
+    /* the slot the loss did not use: a backward after this still finds the loss's targets */
     const int C = g->C, s = g->ts ^ 1;
+    ON_DEVICE(g);
     TRY(upload_targets(g, s, bits, presence, N));
-    g->ts = s;
     CU_TRY(cudaMemsetAsync(g->dice, 0, sizeof(unsigned long long) * 3 * C, g->st));
     gk_dice(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, g->dice, g->dice + C, g->dice + 2 * C);
     KERNEL_CHECK();
@@ -872,6 +920,7 @@ extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *prese
 
 extern "C" int gpu_net_wait(GpuNet *g)
 {
+    ON_DEVICE(g);
     CU_TRY(cudaStreamSynchronize(g->st));
     KERNEL_CHECK();
     return SEG_OK;
@@ -879,6 +928,7 @@ extern "C" int gpu_net_wait(GpuNet *g)
 
 extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s)
 {
+    ON_DEVICE(g);
     *busy_s = *wall_s = 0;
     CU_TRY(cudaStreamSynchronize(g->st));
     for (int i = 0; i < g->ring_n; i++) {
