@@ -86,16 +86,43 @@ template <> __device__ __half from_f<__half>(float x) { return __float2half(x); 
 __device__ static float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ static float to_f(__half x) { return __half2float(x); }
 
-template <typename T> __global__ static void k_to_half(const float *x, T *y, size_t n)
+/* NCHW float -> NHWC half for one (C x HW) matrix per sample: 32x32 tiles through shared
+ * memory, so both the reads and the writes are coalesced. grid (HW/32, C/32, N), block 32x8. */
+template <typename T> __global__ static void k_to_half_nhwc(const float *x, T *y, int C, long HW)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = from_f<T>(x[i]);
+    __shared__ float tile[32][33];
+    const long p0 = (long)blockIdx.x * 32, n = blockIdx.z;
+    const int c0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j;
+        const long p = p0 + threadIdx.x;
+        if (c < C && p < HW) tile[j][threadIdx.x] = x[(n * C + c) * HW + p];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const long p = p0 + j;
+        const int c = c0 + threadIdx.x;
+        if (p < HW && c < C) y[(n * HW + p) * C + c] = from_f<T>(tile[threadIdx.x][j]);
+    }
 }
 
-template <typename T> __global__ static void k_from_half(const T *x, float *y, size_t n)
+/* NHWC half -> NCHW float, the inverse. */
+template <typename T> __global__ static void k_from_half_nhwc(const T *x, float *y, int C, long HW)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = to_f(x[i]);
+    __shared__ float tile[32][33];
+    const long p0 = (long)blockIdx.x * 32, n = blockIdx.z;
+    const int c0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const long p = p0 + j;
+        const int c = c0 + threadIdx.x;
+        if (p < HW && c < C) tile[j][threadIdx.x] = to_f(x[(n * HW + p) * C + c]);
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j;
+        const long p = p0 + threadIdx.x;
+        if (c < C && p < HW) y[(n * C + c) * HW + p] = tile[threadIdx.x][j];
+    }
 }
 
 /* ---- layout ---------------------------------------------------------------------------------- */
@@ -305,16 +332,18 @@ void gk_inc(cudaStream_t s, float *buf, const int *off, int n)
     if (n > 0) k_inc<<<(n + TPB - 1) / TPB, TPB, 0, s>>>(buf, off, n);
 }
 
-void gk_to_half(cudaStream_t s, int kind, const float *x, void *y, size_t n)
+void gk_to_half_nhwc(cudaStream_t s, int kind, const float *x, void *y, int N, int C, long HW)
 {
-    if (kind == 1) k_to_half<__nv_bfloat16><<<grid_for((long)n, TPB * 8), TPB, 0, s>>>(x, (__nv_bfloat16 *)y, n);
-    else k_to_half<__half><<<grid_for((long)n, TPB * 8), TPB, 0, s>>>(x, (__half *)y, n);
+    const dim3 grid((unsigned)((HW + 31) / 32), (unsigned)((C + 31) / 32), (unsigned)N), block(32, 8);
+    if (kind == 1) k_to_half_nhwc<__nv_bfloat16><<<grid, block, 0, s>>>(x, (__nv_bfloat16 *)y, C, HW);
+    else k_to_half_nhwc<__half><<<grid, block, 0, s>>>(x, (__half *)y, C, HW);
 }
 
-void gk_from_half(cudaStream_t s, int kind, const void *x, float *y, size_t n)
+void gk_from_half_nhwc(cudaStream_t s, int kind, const void *x, float *y, int N, int C, long HW)
 {
-    if (kind == 1) k_from_half<__nv_bfloat16><<<grid_for((long)n, TPB * 8), TPB, 0, s>>>((const __nv_bfloat16 *)x, y, n);
-    else k_from_half<__half><<<grid_for((long)n, TPB * 8), TPB, 0, s>>>((const __half *)x, y, n);
+    const dim3 grid((unsigned)((HW + 31) / 32), (unsigned)((C + 31) / 32), (unsigned)N), block(32, 8);
+    if (kind == 1) k_from_half_nhwc<__nv_bfloat16><<<grid, block, 0, s>>>((const __nv_bfloat16 *)x, y, C, HW);
+    else k_from_half_nhwc<__half><<<grid, block, 0, s>>>((const __half *)x, y, C, HW);
 }
 
 int gk_check_image(void)

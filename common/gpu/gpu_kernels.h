@@ -47,6 +47,10 @@ void gk_inc(cudaStream_t s, float *buf, const int *off, int n);
 void gk_to_half(cudaStream_t s, int kind, const float *x, void *y, size_t n);
 void gk_from_half(cudaStream_t s, int kind, const void *x, float *y, size_t n);
 
+/* The same with a layout change: x (N, C, HW) float NCHW <-> y (N, HW, C) half NHWC (for a
+ * filter (K, C, R, S) -> (K, R, S, C) take N = K, HW = R*S). Tiled: coalesced both ways. */
+void gk_to_half_nhwc(cudaStream_t s, int kind, const float *x, void *y, int N, int C, long HW);
+void gk_from_half_nhwc(cudaStream_t s, int kind, const void *x, float *y, int N, int C, long HW);
 /* cudaSuccess (0) when the current device can run these kernels, else the cudaError_t. */
 int gk_check_image(void);
 

@@ -7,9 +7,9 @@
  * upsampled maps and the concatenations; gradients run through three ping-pong buffers and
  * one skip-gradient buffer per level, as on the CPU.
  * AMP (bf16 / fp16): the 3x3 convs and the transposed convs run on tensor cores with
- * half-precision inputs, weights and outputs (cast by our kernels from the fp32 tensors and
- * from a half copy of the fp32 master weights); BatchNorm, the head, the loss and Adam stay
- * fp32. fp16 scales the loss (dynamic, from 2^16; halved on overflow, doubled after 2000
+ * half-precision NHWC inputs, weights and outputs (cast and transposed by our kernels from
+ * the fp32 NCHW tensors and from a half KRSC copy of the fp32 master weights); BatchNorm,
+ * the head, the loss and Adam stay fp32 NCHW. fp16 scales the loss (dynamic, from 2^16; halved on overflow, doubled after 2000
  * clean steps) and skips the steps whose gradients overflow. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -399,9 +399,11 @@ static int create_buffers(GpuNet *g)
 /* Set the descriptors for geometry q at batch N: tx = x, ty = y, fw = w, cv = the conv. */
 static int geo_desc(GpuNet *g, const ConvGeo *q, int N)
 {
-    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, CUDNN_TENSOR_NCHW, g->dt, N, q->xc, q->xh, q->xw));
-    DNN_TRY(cudnnSetTensor4dDescriptor(g->ty, CUDNN_TENSOR_NCHW, g->dt, N, q->k, q->yh, q->yw));
-    DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, g->dt, CUDNN_TENSOR_NCHW, q->k, q->xc, q->r, q->r));
+    /* half precision runs NHWC (tensor cores' native layout; our casts transpose for free) */
+    const cudnnTensorFormat_t fmt = g->hk ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, fmt, g->dt, N, q->xc, q->xh, q->xw));
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->ty, fmt, g->dt, N, q->k, q->yh, q->yw));
+    DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, g->dt, fmt, q->k, q->xc, q->r, q->r));
     DNN_TRY(cudnnSetConvolution2dDescriptor(g->cv, q->pad, q->pad, q->stride, q->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, g->math));
@@ -483,12 +485,12 @@ static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, float *y)
     TRY(geo_desc(g, q, N));
     TRY(geo_algo(g, q, N, &a));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
-    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
+    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
     if (g->hk) {
-        gk_to_half(g->st, g->hk, x, g->hA, nx);
+        gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, xhw);
         DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, g->hB));
-        gk_from_half(g->st, g->hk, g->hB, y, ny);
+        gk_from_half_nhwc(g->st, g->hk, g->hB, y, N, q->k, yhw);
     } else {
         DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
                                         &zero, g->ty, y));
@@ -504,12 +506,12 @@ static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx)
     TRY(geo_desc(g, q, N));
     TRY(geo_algo(g, q, N, &a));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
-    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw;
+    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
     if (g->hk) {
-        gk_to_half(g->st, g->hk, dy, g->hB, ny);
+        gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, yhw);
         DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, g->hA));
-        gk_from_half(g->st, g->hk, g->hA, dx, nx);
+        gk_from_half_nhwc(g->st, g->hk, g->hA, dx, N, q->xc, xhw);
     } else {
         DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, dy, g->cv, a->bwd_data, g->ws,
                                              g->ws_bytes, &zero, g->tx, dx));
@@ -525,14 +527,13 @@ static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const flo
     TRY(geo_desc(g, q, N));
     TRY(geo_algo(g, q, N, &a));
     DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
-    const size_t nx = (size_t)N * q->xc * q->xh * q->xw, ny = (size_t)N * q->k * q->yh * q->yw,
-                 nw = (size_t)q->k * q->xc * q->r * q->r;
+    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
     if (g->hk) {
-        gk_to_half(g->st, g->hk, x, g->hA, nx);
-        gk_to_half(g->st, g->hk, dy, g->hB, ny);
+        gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, xhw);
+        gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, yhw);
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, g->hA, g->ty, g->hB, g->cv, a->bwd_filter, g->ws,
                                                g->ws_bytes, &zero, g->fw, g->hW));
-        gk_from_half(g->st, g->hk, g->hW, g->grads + q->w, nw);
+        gk_from_half_nhwc(g->st, g->hk, g->hW, g->grads + q->w, q->k, q->xc, (long)q->r * q->r);   /* KRSC -> KCRS */
     } else {
         DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, x, g->ty, dy, g->cv, a->bwd_filter, g->ws,
                                                g->ws_bytes, &zero, g->fw, g->grads + q->w));
@@ -710,9 +711,9 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
     if (g->hk && g->hparams_stale) {
         ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
         const int nq = all_geos(g, qs);
-        for (int i = 0; i < nq; i++)
-            gk_to_half(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw,
-                       (size_t)qs[i]->k * qs[i]->xc * qs[i]->r * qs[i]->r);
+        for (int i = 0; i < nq; i++)            /* KCRS fp32 -> KRSC half */
+            gk_to_half_nhwc(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw, qs[i]->k, qs[i]->xc,
+                            (long)qs[i]->r * qs[i]->r);
         g->hparams_stale = 0;
     }
     const float *in = g->xin[s];
