@@ -43,12 +43,9 @@ void gk_adam(cudaStream_t s, float *p, const float *g, float *m, float *v, size_
              float a1, float a2, float eps, float step_size, float bc2s);
 /* buf[off[i]] += 1 for i < n (BatchNorm num_batches_tracked). */
 void gk_inc(cudaStream_t s, float *buf, const int *off, int n);
-/* Precision casts for AMP: kind 1 = bfloat16, 2 = float16 (GPU_AMP_*). */
-void gk_to_half(cudaStream_t s, int kind, const float *x, void *y, size_t n);
-void gk_from_half(cudaStream_t s, int kind, const void *x, float *y, size_t n);
-
-/* The same with a layout change: x (N, C, HW) float NCHW <-> y (N, HW, C) half NHWC (for a
- * filter (K, C, R, S) -> (K, R, S, C) take N = K, HW = R*S). Tiled: coalesced both ways. */
+/* AMP casts with a layout change, kind 1 = bfloat16, 2 = float16 (GPU_AMP_*): x (N, C, HW)
+ * float NCHW <-> y (N, HW, C) half NHWC (for a filter (K, C, R, S) <-> (K, R, S, C) take
+ * N = K, HW = R*S). Tiled through shared memory: coalesced both ways. */
 void gk_to_half_nhwc(cudaStream_t s, int kind, const float *x, void *y, int N, int C, long HW);
 void gk_from_half_nhwc(cudaStream_t s, int kind, const void *x, float *y, int N, int C, long HW);
 /* cudaSuccess (0) when the current device can run these kernels, else the cudaError_t. */
