@@ -8,6 +8,7 @@
  * $SEGKIT_SHARED/data/totalseg-example, default ../shared) */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "benchutil.h"
 #include "err.h"
 #include "fsutil.h"
 #include "metrics.h"
@@ -21,9 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
-static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_d); return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]); }
 
 /* A prediction-like copy: every present structure shifted by 1..3 pixels along x and y,
  * every 7th structure dropped (a miss). */
@@ -92,7 +91,7 @@ int main(int argc, char **argv)
     if (rc < 0) { fprintf(stderr, "bench_eval: %s\n", seg_errmsg()); return 1; }
     int n_both = 0;
     for (int c = 0; c < C; c++) n_both += res[c].kase == METRICS_CASE_BOTH;
-    const double t_metrics = median(tm, reps);
+    const double t_metrics = b_median(tm, reps);
 
     /* inference: the default U-Net for C classes, random weights, batch 8 */
     UnetConfig cfg;
@@ -117,7 +116,7 @@ int main(int argc, char **argv)
         ti[r] = progress_now() - t0;
     }
     if (rc < 0) { fprintf(stderr, "bench_eval: %s\n", seg_errmsg()); return 1; }
-    const double t_batch = median(ti, ireps), sps = B / t_batch, t_subject = nz / sps;
+    const double t_batch = b_median(ti, ireps), sps = B / t_batch, t_subject = nz / sps;
     fprintf(stderr, "bench_eval: metrics %.1f ms over %d structures (%d with both masks), inference %.2f slices/s "
                     "(%.2f s for the subject's %d slices): metrics = %.2f%% of inference\n",
             1e3 * t_metrics, C, n_both, sps, t_subject, nz, 100 * t_metrics / t_subject);

@@ -18,36 +18,10 @@
 #include <string.h>
 #include <time.h>
 #include "cache.h"
+#include "benchutil.h"
 #include "err.h"
 #include "loader.h"
 #include "unet.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static int parse_list(const char *s, int *v, int max)
 {
@@ -111,14 +85,14 @@ static int time_train(Unet *m, NextFn next, void *ctx, int steps, int blocks, do
     TRY(unet_gpu_step_times(m, &busy, &wall));       /* reset the step timing */
     for (int k = 0; k < blocks; k++) {
         long sl = 0;
-        const double t0 = now_s();
+        const double t0 = b_now();
         for (int i = 0; i < steps; i++) { int rc = train_step(m, next, ctx); if (rc < 0) return rc; sl += rc; }
         TRY(unet_wait(m));
-        v[k] = sl / (now_s() - t0);
+        v[k] = sl / (b_now() - t0);
         TRY(unet_gpu_step_times(m, &busy, &wall));
         idle += (wall - busy) / steps;
     }
-    *sps = median(v, blocks);
+    *sps = b_median(v, blocks);
     *idle_ms = 1e3 * idle / blocks;
     return SEG_OK;
 }
@@ -127,15 +101,15 @@ static int time_infer(Unet *m, const float *x, int N, int steps, int blocks, int
 {
     double v[64];
     for (int k = -1; k < blocks; k++) {
-        const double t0 = now_s();
+        const double t0 = b_now();
         for (int i = 0; i < steps; i++) {
             TRY(unet_forward(m, x, N, 0));
             if (download && !unet_logits(m)) return SEG_EGPU;
         }
         TRY(unet_wait(m));
-        if (k >= 0) v[k] = (double)steps * N / (now_s() - t0);
+        if (k >= 0) v[k] = (double)steps * N / (b_now() - t0);
     }
-    *sps = median(v, blocks);
+    *sps = b_median(v, blocks);
     return SEG_OK;
 }
 
@@ -190,8 +164,8 @@ int main(int argc, char **argv)
     Synth sy = { malloc(sizeof(float) * maxb * HW), malloc((size_t)maxb * C * HW / 8), malloc((size_t)maxb * CB), 0 };
     if (!sy.x || !sy.bits || !sy.pres) { fprintf(stderr, "bench_gpu: out of memory\n"); return 1; }
     uint64_t s = 1;
-    for (size_t i = 0; i < (size_t)maxb * HW; i++) sy.x[i] = (float)((rnd(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
-    for (size_t i = 0; i < (size_t)maxb * C * HW / 8; i++) sy.bits[i] = (uint8_t)(rnd(&s) & rnd(&s) & rnd(&s));
+    for (size_t i = 0; i < (size_t)maxb * HW; i++) sy.x[i] = (float)((b_rand(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
+    for (size_t i = 0; i < (size_t)maxb * C * HW / 8; i++) sy.bits[i] = (uint8_t)(b_rand(&s) & b_rand(&s) & b_rand(&s));
     memset(sy.pres, 0xff, (size_t)maxb * CB);
     printf("{\n  \"device\": \"%s\",\n  \"size\": %d, \"classes\": %d, \"steps_per_block\": %d, \"blocks\": %d,\n  \"runs\": [", desc, size, C,
            steps, blocks);

@@ -2,6 +2,7 @@
  * and the mask-packing comparison. JSON on stdout.
  *   bench_prep [--reps N] [--threads N] [DATASET_DIR]   (default: the real example subject) */
 #include "prep.h"
+#include "benchutil.h"
 #include "err.h"
 #include "progress.h"
 #include <dirent.h>
@@ -14,8 +15,6 @@
 #include <zlib.h>
 #include <zstd.h>
 
-static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
-static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_d); return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]); }
 
 typedef struct Files { char **p; int n, cap; } Files;
 
@@ -155,7 +154,7 @@ int main(int argc, char **argv)
         tp[r] = st.seconds;
         tz[r] = zlib_floor(&f, &zin, &zout);
     }
-    double mp = median(tp, reps), mz = median(tz, reps);
+    double mp = b_median(tp, reps), mz = b_median(tz, reps);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\n  \"bench\": \"prep\",\n  \"dataset\": \"%s\",\n  \"reps\": %d,\n  \"threads\": %d,\n", dataset, reps, o.threads);

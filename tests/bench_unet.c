@@ -15,35 +15,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include "benchutil.h"
 #include "err.h"
 #include "unet.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static void usage(FILE *f)
 {
@@ -97,22 +71,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < nf; i++) cfg.features[i] = feats[i];
 
     Unet *m = NULL;
-    const double t_create = now_s();
+    const double t_create = b_now();
     int rc = unet_create(&cfg, batch, size, size, threads, &m);
     if (rc < 0) { fprintf(stderr, "bench_unet: %s\n", seg_errmsg()); return 1; }
-    const double create_s = now_s() - t_create;
+    const double create_s = b_now() - t_create;
     unet_init(m, 1);
     const size_t HW = (size_t)size * size, CB = ((size_t)classes + 7) / 8;
     float *x = malloc(sizeof(float) * (size_t)batch * HW);
     uint8_t *bits = calloc((size_t)batch * classes * HW / 8, 1), *pres = calloc((size_t)batch * CB, 1);
     if (!x || !bits || !pres) { fprintf(stderr, "bench_unet: out of memory\n"); return 1; }
     uint64_t s = 7;
-    for (size_t i = 0; i < (size_t)batch * HW; i++) x[i] = (float)((double)(rnd(&s) >> 11) / 9007199254740992.0 * 2 - 1);
+    for (size_t i = 0; i < (size_t)batch * HW; i++) x[i] = (float)((double)(b_rand(&s) >> 11) / 9007199254740992.0 * 2 - 1);
     for (size_t pl = 0; pl < (size_t)batch * classes; pl++) {       /* ~2% ones, as the peer */
         uint8_t *b = bits + pl * HW / 8;
         int any = 0;
         for (size_t q = 0; q < HW; q++)
-            if (rnd(&s) % 50 == 0) { b[q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
+            if (b_rand(&s) % 50 == 0) { b[q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
         if (any) pres[(pl / classes) * CB + (pl % classes) / 8] |= (uint8_t)(1u << (pl % classes % 8));
     }
     const double gflop_step = unet_flops_per_sample(m) * 3.0 * batch / 1e9;
@@ -126,12 +100,12 @@ int main(int argc, char **argv)
             getrusage(RUSAGE_SELF, &r0);
             if (profile) unet_profile_enable(m, 1);
         }
-        const double t0 = now_s();
+        const double t0 = b_now();
         rc = unet_forward(m, x, batch, 1);
         if (rc == 0) loss = unet_loss_bce(m, bits, pres, batch);
         if (rc == 0) rc = unet_backward(m);
         if (rc == 0) unet_adam_step(m, 1e-3f, 0.9f, 0.999f, 1e-8f);
-        tt[i] = now_s() - t0;
+        tt[i] = b_now() - t0;
         if (rc < 0) { fprintf(stderr, "bench_unet: %s\n", seg_errmsg()); return 1; }
         fprintf(stderr, "train step %d%s: %.3f s loss %.5f\n", i, i < warmup ? " (warmup)" : "", tt[i], loss);
     }
@@ -148,7 +122,7 @@ int main(int argc, char **argv)
     double all_steps[64];
     const int nshow = steps < 64 ? steps : 64;
     memcpy(all_steps, timed, sizeof(double) * (size_t)nshow);
-    const double tmed = steps ? median(timed, steps) : 0;
+    const double tmed = steps ? b_median(timed, steps) : 0;
 
     double i8 = 0, i1 = 0, i8min = 0, i1min = 0;
     if (infer) {
@@ -157,13 +131,13 @@ int main(int argc, char **argv)
             const int nb = pass == 0 ? batch : 1, reps = pass == 0 ? isteps : 2 * isteps;
             double *tv = calloc((size_t)reps, sizeof(double));
             for (int i = 0; i < reps + 1; i++) {
-                const double t0 = now_s();
+                const double t0 = b_now();
                 unet_forward(m, x, nb, 0);
-                if (i > 0) tv[i - 1] = now_s() - t0;
+                if (i > 0) tv[i - 1] = b_now() - t0;
             }
             double mn = tv[0];
             for (int i = 1; i < reps; i++) if (tv[i] < mn) mn = tv[i];
-            const double md = median(tv, reps);
+            const double md = b_median(tv, reps);
             if (pass == 0) { i8 = md; i8min = mn; } else { i1 = md; i1min = mn; }
             fprintf(stderr, "inference batch %d: median %.3f s (min %.3f)\n", nb, md, mn);
             free(tv);
@@ -187,11 +161,11 @@ int main(int argc, char **argv)
             if (threads > 0) openblas_set_num_threads(threads);
             double tv[3];
             for (int r = 0; r < 4; r++) {
-                const double t0 = now_s();
+                const double t0 = b_now();
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, A, n, B, n, 0.f, Cm, n);
-                if (r > 0) tv[r - 1] = now_s() - t0;
+                if (r > 0) tv[r - 1] = b_now() - t0;
             }
-            peak_gf = 2.0 * n * (double)n * n / median(tv, 3) / 1e9;
+            peak_gf = 2.0 * n * (double)n * n / b_median(tv, 3) / 1e9;
             fprintf(stderr, "sgemm 4096^3: %.1f GFLOP/s\n", peak_gf);
         }
         free(A); free(B); free(Cm);
