@@ -79,13 +79,17 @@ extern "C" int gpu_probe(int index, char *desc, size_t cap)
 /* One convolution geometry, PyTorch terms: x (N, xc, xh, xw) * w (k, xc, r, r) -> y (N, k, yh, yw).
  * A conv3x3 layer runs fwd / bwd-filter / bwd-data of it; a transposed conv is the same
  * stride-2 geometry run the other way (bwd-data forward; fwd and bwd-filter backward). */
+enum { OP_FWD, OP_BWD_DATA, OP_BWD_FILTER, OP_N };
+#define MAX_CAND 8
+typedef struct Cand {             /* one cuDNN algorithm for one op, as the heuristics offered it */
+    int algo;
+    cudnnMathType_t math;
+    size_t ws;                    /* its workspace at this batch size */
+} Cand;
 typedef struct Algo {
-    int N;
-    cudnnConvolutionFwdAlgo_t fwd;
-    cudnnConvolutionBwdDataAlgo_t bwd_data;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
-    cudnnMathType_t m_fwd, m_bd, m_bf;
-    size_t ws;
+    int N;                        /* batch size these are for (0: unused) */
+    Cand c[OP_N][MAX_CAND];       /* candidates, deterministic first; c[op][cur[op]] is in use */
+    int nc[OP_N], cur[OP_N];
 } Algo;
 
 #define ALGO_SLOTS 4
@@ -422,22 +426,43 @@ static int ensure_ws(GpuNet *g, size_t bytes)
     return SEG_OK;
 }
 
-/* The heuristics' first successful algorithm within the workspace limit, preferring
- * deterministic ones. Descriptors must be set. */
-#define PICK(perf, n, out, mt, wsz) do {                                                            \
-        int best_ = -1;                                                                             \
-        for (int i_ = 0; i_ < (n); i_++)                                                            \
-            if ((perf)[i_].status == CUDNN_STATUS_SUCCESS && (perf)[i_].memory <= WS_LIMIT) {      \
-                if (best_ < 0) best_ = i_;                                                          \
-                if ((perf)[i_].determinism == CUDNN_DETERMINISTIC) { best_ = i_; break; }          \
+/* Candidates from a heuristics list: usable ones within the workspace limit, deterministic
+ * algorithms first, each group in the heuristics' order. */
+#define CANDS(perf, n, a, op) do {                                                                  \
+        (a)->nc[op] = 0;                                                                            \
+        for (int pass_ = 0; pass_ < 2; pass_++)                                                     \
+            for (int i_ = 0; i_ < (n) && (a)->nc[op] < MAX_CAND; i_++) {                           \
+                if ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > WS_LIMIT) continue; \
+                if (((perf)[i_].determinism == CUDNN_DETERMINISTIC) != (pass_ == 0)) continue;     \
+                Cand *k_ = &(a)->c[op][(a)->nc[op]++];                                              \
+                k_->algo = (int)(perf)[i_].algo;                                                    \
+                k_->math = (perf)[i_].mathType;                                                     \
+                k_->ws = (perf)[i_].memory;                                                         \
             }                                                                                       \
-        if (best_ < 0) return seg_err(SEG_EGPU, "cuDNN offers no algorithm for a %s", #out);       \
-        (out) = (perf)[best_].algo;                                                                 \
-        (mt) = (perf)[best_].mathType;                                                              \
-        if ((perf)[best_].memory > (wsz)) (wsz) = (perf)[best_].memory;                             \
+        if (!(a)->nc[op]) return seg_err(SEG_EGPU, "cuDNN offers no algorithm for a conv %s (%dx%d, %d -> %d ch)", \
+                                         op_name[op], q->xh, q->xw, q->xc, q->k);                   \
     } while (0)
 
-static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
+static const char *const op_name[OP_N] = { "forward", "backward-data", "backward-filter" };
+
+/* Workspace of candidate k for op (descriptors set; sets the math type). */
+static cudnnStatus_t cand_ws(GpuNet *g, int op, const Cand *k, size_t *s)
+{
+    cudnnStatus_t st = cudnnSetConvolutionMathType(g->cv, k->math);
+    if (st != CUDNN_STATUS_SUCCESS) return st;
+    switch (op) {
+    case OP_FWD:
+        return cudnnGetConvolutionForwardWorkspaceSize(g->dnn, g->tx, g->fw, g->cv, g->ty, (cudnnConvolutionFwdAlgo_t)k->algo, s);
+    case OP_BWD_DATA:
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(g->dnn, g->fw, g->ty, g->cv, g->tx,
+                                                            (cudnnConvolutionBwdDataAlgo_t)k->algo, s);
+    default:
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(g->dnn, g->tx, g->ty, g->cv, g->fw,
+                                                              (cudnnConvolutionBwdFilterAlgo_t)k->algo, s);
+    }
+}
+
+static int geo_algo(GpuNet *g, ConvGeo *q, int N, Algo **out)
 {
     for (int i = 0; i < ALGO_SLOTS; i++) if (q->algo[i].N == N) { *out = &q->algo[i]; return SEG_OK; }
     /* slot 0 keeps the full batch (chosen at create); the others take turns */
@@ -448,27 +473,62 @@ static int geo_algo(GpuNet *g, ConvGeo *q, int N, const Algo **out)
     cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t pw[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     DNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(g->dnn, g->tx, g->fw, g->cv, g->ty, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, pf));
-    PICK(pf, n, a->fwd, a->m_fwd, a->ws);
+    CANDS(pf, n, a, OP_FWD);
     DNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(g->dnn, g->fw, g->ty, g->cv, g->tx,
                                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, pd));
-    PICK(pd, n, a->bwd_data, a->m_bd, a->ws);
+    CANDS(pd, n, a, OP_BWD_DATA);
     DNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(g->dnn, g->tx, g->ty, g->cv, g->fw,
                                                           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, pw));
-    PICK(pw, n, a->bwd_filter, a->m_bf, a->ws);
-    size_t s = 0;
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
-    DNN_TRY(cudnnGetConvolutionForwardWorkspaceSize(g->dnn, g->tx, g->fw, g->cv, g->ty, a->fwd, &s));
-    if (s > a->ws) a->ws = s;
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
-    DNN_TRY(cudnnGetConvolutionBackwardDataWorkspaceSize(g->dnn, g->fw, g->ty, g->cv, g->tx, a->bwd_data, &s));
-    if (s > a->ws) a->ws = s;
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
-    DNN_TRY(cudnnGetConvolutionBackwardFilterWorkspaceSize(g->dnn, g->tx, g->ty, g->cv, g->fw, a->bwd_filter, &s));
-    if (s > a->ws) a->ws = s;
-    TRY(ensure_ws(g, a->ws));
+    CANDS(pw, n, a, OP_BWD_FILTER);
+    size_t need = 0;
+    for (int op = 0; op < OP_N; op++) {           /* the exact sizes of the first choices, to size the workspace now */
+        Cand *k = &a->c[op][0];
+        size_t sz = 0;
+        if (cand_ws(g, op, k, &sz) == CUDNN_STATUS_SUCCESS && sz > k->ws) k->ws = sz;
+        if (k->ws > need) need = k->ws;
+    }
+    TRY(ensure_ws(g, need));
     a->N = N;
     *out = a;
     return SEG_OK;
+}
+
+/* Run op on geometry q at batch N with the current candidate, moving on to the next one when
+ * cuDNN declines it (not supported for these shapes/layout/alignment, or an engine that
+ * fails to build): fwd x=in1, w=in2 -> y=out; bwd-data dy=in1, w=in2 -> dx=out; bwd-filter
+ * x=in1, dy=in2 -> dw=out. Descriptors must be set. */
+static int run_op(GpuNet *g, ConvGeo *q, int N, int op, const void *in1, const void *in2, void *out)
+{
+    const float one = 1.f, zero = 0.f;
+    Algo *a;
+    TRY(geo_algo(g, q, N, &a));
+    for (;;) {
+        const Cand *k = &a->c[op][a->cur[op]];
+        TRY(ensure_ws(g, k->ws));
+        cudnnStatus_t st = cudnnSetConvolutionMathType(g->cv, k->math);
+        if (st == CUDNN_STATUS_SUCCESS) switch (op) {
+        case OP_FWD:
+            st = cudnnConvolutionForward(g->dnn, &one, g->tx, in1, g->fw, in2, g->cv, (cudnnConvolutionFwdAlgo_t)k->algo, g->ws,
+                                         g->ws_bytes, &zero, g->ty, out);
+            break;
+        case OP_BWD_DATA:
+            st = cudnnConvolutionBackwardData(g->dnn, &one, g->fw, in2, g->ty, in1, g->cv, (cudnnConvolutionBwdDataAlgo_t)k->algo,
+                                              g->ws, g->ws_bytes, &zero, g->tx, out);
+            break;
+        default:
+            st = cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, in1, g->ty, in2, g->cv,
+                                                (cudnnConvolutionBwdFilterAlgo_t)k->algo, g->ws, g->ws_bytes, &zero, g->fw, out);
+        }
+        if (st == CUDNN_STATUS_SUCCESS) return SEG_OK;
+        const int retry = (st >= 3000 && st < 5000) || st == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
+        if (!retry || a->cur[op] + 1 >= a->nc[op])
+            return seg_err(SEG_EGPU, "cuDNN conv %s (%dx%d, %d -> %d channels, batch %d, algorithm %d): %s", op_name[op],
+                           q->xh, q->xw, q->xc, q->k, N, k->algo, cudnnGetErrorString(st));
+        a->cur[op]++;                              /* declined: the next candidate, from now on */
+        Cand *nk = &a->c[op][a->cur[op]];
+        size_t sz = 0;
+        if (cand_ws(g, op, nk, &sz) == CUDNN_STATUS_SUCCESS && sz > nk->ws) nk->ws = sz;
+    }
 }
 
 /* The weights of geometry q in the conv data type. */
@@ -477,67 +537,37 @@ static const void *wptr(GpuNet *g, const ConvGeo *q)
     return g->hk ? (const void *)((const char *)g->hparams + 2 * q->hw) : (const void *)(g->params + q->w);
 }
 
-/* y = conv(x, w): fp32 in and out; AMP casts x to half, runs the conv in half, casts y back. */
+/* y = conv(x, w): fp32 in and out; AMP casts x to half NHWC, runs the conv in half, casts y back. */
 static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, float *y)
 {
-    const float one = 1.f, zero = 0.f;
-    const Algo *a;
     TRY(geo_desc(g, q, N));
-    TRY(geo_algo(g, q, N, &a));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_fwd));
-    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
-    if (g->hk) {
-        gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, xhw);
-        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, g->hA, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
-                                        &zero, g->ty, g->hB));
-        gk_from_half_nhwc(g->st, g->hk, g->hB, y, N, q->k, yhw);
-    } else {
-        DNN_TRY(cudnnConvolutionForward(g->dnn, &one, g->tx, x, g->fw, wptr(g, q), g->cv, a->fwd, g->ws, g->ws_bytes,
-                                        &zero, g->ty, y));
-    }
+    if (!g->hk) return run_op(g, q, N, OP_FWD, x, wptr(g, q), y);
+    gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, (long)q->xh * q->xw);
+    TRY(run_op(g, q, N, OP_FWD, g->hA, wptr(g, q), g->hB));
+    gk_from_half_nhwc(g->st, g->hk, g->hB, y, N, q->k, (long)q->yh * q->yw);
     return SEG_OK;
 }
 
 /* dx = conv's input gradient from dy (also the transposed conv's forward). */
 static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx)
 {
-    const float one = 1.f, zero = 0.f;
-    const Algo *a;
     TRY(geo_desc(g, q, N));
-    TRY(geo_algo(g, q, N, &a));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bd));
-    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
-    if (g->hk) {
-        gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, yhw);
-        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, g->hB, g->cv, a->bwd_data, g->ws,
-                                             g->ws_bytes, &zero, g->tx, g->hA));
-        gk_from_half_nhwc(g->st, g->hk, g->hA, dx, N, q->xc, xhw);
-    } else {
-        DNN_TRY(cudnnConvolutionBackwardData(g->dnn, &one, g->fw, wptr(g, q), g->ty, dy, g->cv, a->bwd_data, g->ws,
-                                             g->ws_bytes, &zero, g->tx, dx));
-    }
+    if (!g->hk) return run_op(g, q, N, OP_BWD_DATA, dy, wptr(g, q), dx);
+    gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, (long)q->yh * q->yw);
+    TRY(run_op(g, q, N, OP_BWD_DATA, g->hB, wptr(g, q), g->hA));
+    gk_from_half_nhwc(g->st, g->hk, g->hA, dx, N, q->xc, (long)q->xh * q->xw);
     return SEG_OK;
 }
 
-/* grads[w..] = dL/dw from x and dy (overwritten). */
+/* grads[q->w ..] = dL/dw from x and dy (overwritten). */
 static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const float *dy)
 {
-    const float one = 1.f, zero = 0.f;
-    const Algo *a;
     TRY(geo_desc(g, q, N));
-    TRY(geo_algo(g, q, N, &a));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, a->m_bf));
-    const long xhw = (long)q->xh * q->xw, yhw = (long)q->yh * q->yw;
-    if (g->hk) {
-        gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, xhw);
-        gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, yhw);
-        DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, g->hA, g->ty, g->hB, g->cv, a->bwd_filter, g->ws,
-                                               g->ws_bytes, &zero, g->fw, g->hW));
-        gk_from_half_nhwc(g->st, g->hk, g->hW, g->grads + q->w, q->k, q->xc, (long)q->r * q->r);   /* KRSC -> KCRS */
-    } else {
-        DNN_TRY(cudnnConvolutionBackwardFilter(g->dnn, &one, g->tx, x, g->ty, dy, g->cv, a->bwd_filter, g->ws,
-                                               g->ws_bytes, &zero, g->fw, g->grads + q->w));
-    }
+    if (!g->hk) return run_op(g, q, N, OP_BWD_FILTER, x, dy, g->grads + q->w);
+    gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, (long)q->xh * q->xw);
+    gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, (long)q->yh * q->yw);
+    TRY(run_op(g, q, N, OP_BWD_FILTER, g->hA, g->hB, g->hW));
+    gk_from_half_nhwc(g->st, g->hk, g->hW, g->grads + q->w, q->k, q->xc, (long)q->r * q->r);   /* KRSC -> KCRS */
     return SEG_OK;
 }
 
@@ -627,7 +657,7 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
         ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
         const int nq = all_geos(g, qs);
         for (int i = 0; rc == SEG_OK && i < nq; i++) {
-            const Algo *a;
+            Algo *a;
             STEP(geo_desc(g, qs[i], d->max_batch));
             STEP(geo_algo(g, qs[i], d->max_batch, &a));
         }
