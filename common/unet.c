@@ -468,19 +468,19 @@ int unet_sync_device(Unet *m)
 size_t unet_device_memory_bytes(const Unet *m) { return m->gpu ? gpu_net_memory_bytes(m->gpu) : 0; }
 int unet_wait(Unet *m) { return m->gpu ? gpu_net_wait(m->gpu) : SEG_OK; }
 
-int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
+int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s, int *steps)
 {
     if (!m->gpu) return seg_err(SEG_EARG, "unet_gpu_step_times: the model is on the CPU");
-    return gpu_net_step_times(m->gpu, busy_s, wall_s);
+    return gpu_net_step_times(m->gpu, busy_s, wall_s, steps);
 }
 #else
 int unet_sync_host(const Unet *m) { (void)m; return SEG_OK; }
 int unet_sync_device(Unet *m) { (void)m; return SEG_OK; }
 size_t unet_device_memory_bytes(const Unet *m) { (void)m; return 0; }
 int unet_wait(Unet *m) { (void)m; return SEG_OK; }
-int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s)
+int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s, int *steps)
 {
-    (void)m; *busy_s = *wall_s = 0;
+    (void)m; *busy_s = *wall_s = 0; *steps = 0;
     return seg_err(SEG_EARG, "unet_gpu_step_times: the model is on the CPU");
 }
 #endif

@@ -72,9 +72,10 @@ int  unet_sync_host(const Unet *m);
 int  unet_sync_device(Unet *m);
 /* Device memory the model holds (0 on the CPU). */
 size_t unet_device_memory_bytes(const Unet *m);
-/* GPU step timing since the last call (busy = device time of the steps' work, wall = from
- * the first step's start to the last one's end); SEG_EARG on the CPU. */
-int  unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s);
+/* GPU timing of the training steps since the last call (at most the last 512): busy = the
+ * device's time on their work, wall = from the first one's start to the last one's end on
+ * the device, steps = how many; waits for the device. SEG_EARG on the CPU. */
+int  unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s, int *steps);
 /* Wait until the device has finished the queued work (no-op on the CPU). */
 int  unet_wait(Unet *m);
 const UnetConfig *unet_config(const Unet *m);

@@ -82,15 +82,16 @@ static int time_train(Unet *m, NextFn next, void *ctx, int steps, int blocks, do
     for (int i = 0; i < 3; i++) { int rc = train_step(m, next, ctx); if (rc < 0) return rc; }
     TRY(unet_wait(m));
     double busy, wall;
-    TRY(unet_gpu_step_times(m, &busy, &wall));       /* reset the step timing */
+    int ns;
+    TRY(unet_gpu_step_times(m, &busy, &wall, &ns));  /* reset the step timing */
     for (int k = 0; k < blocks; k++) {
         long sl = 0;
         const double t0 = b_now();
         for (int i = 0; i < steps; i++) { int rc = train_step(m, next, ctx); if (rc < 0) return rc; sl += rc; }
         TRY(unet_wait(m));
         v[k] = sl / (b_now() - t0);
-        TRY(unet_gpu_step_times(m, &busy, &wall));
-        idle += (wall - busy) / steps;
+        TRY(unet_gpu_step_times(m, &busy, &wall, &ns));
+        idle += ns > 1 ? (wall - busy) / (ns - 1) : 0;   /* gaps between ns steps */
     }
     *sps = b_median(v, blocks);
     *idle_ms = 1e3 * idle / blocks;

@@ -752,6 +752,13 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         return rc < 0 ? rc : SEG_OK;
     }
     progress_finish(&pr, seen ? extra : NULL);
+    if (r->o.dev.kind == UNET_CUDA && seen) {        /* is the GPU kept busy (loader, host work)? */
+        double busy, wall;
+        int ns;
+        if (unet_gpu_step_times(r->m, &busy, &wall, &ns) == SEG_OK && ns > 1 && wall > 0)
+            LOG(3, "segtrain: GPU busy %.1f%% of the last %d steps (idle %.2f ms per step)\n", 100.0 * busy / wall, ns,
+                1e3 * (wall - busy) / (ns - 1));
+    }
     if (r->skipped > skipped0)
         LOG(2, "segtrain: fp16: %lld step(s) of this epoch skipped for gradient overflow (the loss scale adapts)\n",
             (long long)(r->skipped - skipped0));

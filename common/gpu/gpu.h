@@ -77,7 +77,7 @@ int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N,
 int gpu_net_wait(GpuNet *g);
 /* Device time of the last training steps: per step, GPU busy seconds (forward to the end of
  * Adam, less the wait for the loss) and wall seconds between step starts; for benchmarks. */
-int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s);
+int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s, int *steps);
 /* Short description of the device and precision ("cuda:0 NVIDIA H100 ..., bf16 AMP"). */
 const char *gpu_net_desc(const GpuNet *g);
 

@@ -957,10 +957,11 @@ extern "C" int gpu_net_wait(GpuNet *g)
     return SEG_OK;
 }
 
-extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s)
+extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s, int *steps)
 {
     ON_DEVICE(g);
     *busy_s = *wall_s = 0;
+    *steps = g->ring_n;
     CU_TRY(cudaStreamSynchronize(g->st));
     for (int i = 0; i < g->ring_n; i++) {
         const int r = (g->ring_first + i) % RING;
