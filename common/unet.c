@@ -217,10 +217,7 @@ static void carve(Unet *m, Arena *a)
     m->adam_m = TAKEF(a, m->n_params);
     m->adam_v = TAKEF(a, m->n_params);
     m->bufs = TAKEF(a, m->n_bufs);
-    if (m->dev.kind == UNET_CUDA) {               /* the device holds the rest */
-        m->logits = TAKEF(a, (size_t)P[0] * C);
-        return;
-    }
+    if (m->dev.kind == UNET_CUDA) return;         /* the device holds the rest; host logits on demand */
     for (int l = 0; l < L; l++) {
         carve_conv(a, &m->enc[l].c1, P[l], l > 0);
         carve_conv(a, &m->enc[l].c2, P[l], 1);
@@ -374,6 +371,7 @@ void unet_free(Unet *m)
     if (!m) return;
 #ifdef SEG_HAVE_CUDA
     gpu_net_free(m->gpu);
+    if (m->gpu) free(m->logits);                      /* malloc'd by unet_logits; on the CPU it is in the arena */
 #endif
     nn_team_free(m->team);
     if (m->arena) munmap(m->arena, m->arena_bytes);
@@ -488,9 +486,14 @@ int unet_gpu_step_times(Unet *m, double *busy_s, double *wall_s, int *steps)
 const float *unet_logits(const Unet *m)
 {
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu && !m->logits_fresh) {
-        if (gpu_net_logits(m->gpu, m->logits) < 0) return NULL;
-        ((Unet *)m)->logits_fresh = 1;                /* a cache of device data: logically const */
+    if (m->gpu && !m->logits_fresh) {                 /* a cache of device data: logically const */
+        Unet *mm = (Unet *)m;
+        if (!mm->logits && !(mm->logits = malloc(sizeof(float) * (size_t)m->max_batch * m->cfg.n_classes * m->H * m->W))) {
+            seg_err(SEG_ENOMEM, "unet_logits: host buffer for %d x %d logit planes", m->max_batch, m->cfg.n_classes);
+            return NULL;
+        }
+        if (gpu_net_logits(m->gpu, mm->logits) < 0) return NULL;
+        mm->logits_fresh = 1;
     }
 #endif
     return m->logits;
