@@ -121,6 +121,7 @@ struct GpuNet {
     GpuNetDesc d;
     int L, C, amp;
     int hk;                               /* half kind of the convs: 0 none, GPU_AMP_BF16, GPU_AMP_FP16 */
+    int deterministic;                    /* SEGKIT_CUDNN_DETERMINISTIC=1: deterministic algorithms only */
     cudnnMathType_t math;
     long HW;
     cudaStream_t st, cp;                  /* compute, copy */
@@ -426,19 +427,19 @@ static int ensure_ws(GpuNet *g, size_t bytes)
     return SEG_OK;
 }
 
-/* Candidates from a heuristics list: usable ones within the workspace limit, deterministic
- * algorithms first, each group in the heuristics' order. */
+/* Candidates from a heuristics list: usable ones within the workspace limit in the
+ * heuristics' order (fastest predicted first); with g->deterministic, deterministic ones
+ * only. fp32 (--amp off) pins FMA math, so no candidate can bring TF32 in. */
 #define CANDS(perf, n, a, op) do {                                                                  \
         (a)->nc[op] = 0;                                                                            \
-        for (int pass_ = 0; pass_ < 2; pass_++)                                                     \
-            for (int i_ = 0; i_ < (n) && (a)->nc[op] < MAX_CAND; i_++) {                           \
-                if ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > WS_LIMIT) continue; \
-                if (((perf)[i_].determinism == CUDNN_DETERMINISTIC) != (pass_ == 0)) continue;     \
-                Cand *k_ = &(a)->c[op][(a)->nc[op]++];                                              \
-                k_->algo = (int)(perf)[i_].algo;                                                    \
-                k_->math = (perf)[i_].mathType;                                                     \
-                k_->ws = (perf)[i_].memory;                                                         \
-            }                                                                                       \
+        for (int i_ = 0; i_ < (n) && (a)->nc[op] < MAX_CAND; i_++) {                               \
+            if ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > WS_LIMIT) continue; \
+            if (g->deterministic && (perf)[i_].determinism != CUDNN_DETERMINISTIC) continue;       \
+            Cand *k_ = &(a)->c[op][(a)->nc[op]++];                                                  \
+            k_->algo = (int)(perf)[i_].algo;                                                        \
+            k_->math = g->amp == GPU_AMP_OFF ? CUDNN_FMA_MATH : (perf)[i_].mathType;               \
+            k_->ws = (perf)[i_].memory;                                                             \
+        }                                                                                           \
         if (!(a)->nc[op]) return seg_err(SEG_EGPU, "cuDNN offers no algorithm for a conv %s (%dx%d, %d -> %d ch)", \
                                          op_name[op], q->xh, q->xw, q->xc, q->k);                   \
     } while (0)
@@ -623,6 +624,8 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     g->HW = (long)d->H * d->W;
     g->amp = d->amp;
     g->hk = d->amp == GPU_AMP_BF16 || d->amp == GPU_AMP_FP16 ? d->amp : 0;
+    const char *det = getenv("SEGKIT_CUDNN_DETERMINISTIC");
+    g->deterministic = det && det[0] == '1';
     /* fp32: FMA only (no TF32), the parity reference; tf32: cuDNN may use TF32 tensor cores */
     g->math = d->amp == GPU_AMP_OFF ? CUDNN_FMA_MATH : d->amp == GPU_AMP_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
     g->dt = d->amp == GPU_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == GPU_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
