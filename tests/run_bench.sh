@@ -52,14 +52,8 @@ if u and p and p.get("train_step_s"):
     }
 g, t = d.get("gpu"), d.get("gpu_torch_peer")
 if g and t:
-    ratios = []
-    for r in g["runs"]:
-        for mode in ("eager", "compile"):
-            p = [x for x in t["runs"] if x["mode"] == mode and x["batch"] == r["batch"] and x["precision"] == r["precision"]]
-            if p:
-                ratios.append({"batch": r["batch"], "precision": r["precision"], "vs": "torch " + mode,
-                               "train_speedup": round(r["train_slices_per_s"] / p[0]["train_slices_per_s"], 2),
-                               "infer_speedup": round(r["infer_slices_per_s"] / p[0]["infer_slices_per_s"], 2)})
-    d["gpu_vs_torch"] = ratios
+    sys.path.insert(0, "tools")
+    from gpu_vs_torch import ratios
+    d["gpu_vs_torch"] = ratios(g, t)
 print(json.dumps(d, indent=1))'
 

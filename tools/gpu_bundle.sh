@@ -61,6 +61,8 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     echo "== PyTorch peer (tools/unet_ref.py --bench)"
     $PYTHON tools/unet_ref.py --bench ${BENCH_TORCH_ARGS:-} >"$log/bench_torch.json" 2>"$log/bench_torch.err" || rc=1
     cat "$log/bench_torch.json"
+    echo "== segkit / PyTorch (slices/s ratios)"
+    $PYTHON tools/gpu_vs_torch.py "$log/bench_gpu.json" "$log/bench_torch.json" | tee "$log/gpu_vs_torch.json"
 fi
 exit $rc
 EOF
