@@ -185,7 +185,11 @@ __global__ static void k_channel_part(const float *dy, int N, int C, long HW, do
     const long total = (long)N * HW, per = (total + gridDim.x - 1) / gridDim.x;
     const long i0 = blockIdx.x * per, i1 = i0 + per < total ? i0 + per : total;
     double s = 0;
-    for (long i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += dy[((i / HW) * C + c) * HW + i % HW];
+    for (long n = i0 / HW; n * HW < i1; n++) {       /* the planes this range touches, each contiguous */
+        const long q0 = n * HW > i0 ? 0 : i0 - n * HW, q1 = (n + 1) * HW < i1 ? HW : i1 - n * HW;
+        const float *p = dy + (n * C + c) * HW;
+        for (long q = q0 + threadIdx.x; q < q1; q += blockDim.x) s += p[q];
+    }
     s = block_sum(s);
     if (threadIdx.x == 0) part[(long)c * gridDim.x + blockIdx.x] = s;
 }

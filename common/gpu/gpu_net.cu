@@ -88,7 +88,7 @@ typedef struct Cand {             /* one cuDNN algorithm for one op, as the heur
 } Cand;
 typedef struct Algo {
     int N;                        /* batch size these are for (0: unused) */
-    Cand c[OP_N][MAX_CAND];       /* candidates, deterministic first; c[op][cur[op]] is in use */
+    Cand c[OP_N][MAX_CAND];       /* candidates in the heuristics' order; c[op][cur[op]] is in use */
     int nc[OP_N], cur[OP_N];
 } Algo;
 
@@ -97,6 +97,7 @@ typedef struct ConvGeo {
     int xc, xh, xw, k, r, pad, stride, yh, yw;
     size_t w;                     /* the weight's offset in params / grads */
     size_t hw;                    /* AMP: its offset in the half copy (64-element aligned) */
+    int half;                     /* AMP runs it in half precision NHWC (else fp32 NCHW, e.g. 1 input channel) */
     Algo algo[ALGO_SLOTS];        /* per batch size seen (slot 0: the full batch) */
     int algo_next;
 } ConvGeo;
@@ -354,11 +355,15 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->gC, sizeof(float) * g->maxel));
     TRY(DALLOC(g, g->gDZ, sizeof(float) * g->maxel));
     if (g->hk) {
-        /* the half copy holds only the conv weights, each 128-byte aligned for tensor cores */
+        /* the half copy holds only the conv weights, each 128-byte aligned for tensor cores.
+         * Tensor-core NHWC kernels want channel counts that divide by 8: a conv with fewer
+         * (the first one reads 1 channel, and is cheap) stays fp32 NCHW */
         ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
         const int nq = all_geos(g, qs);
         size_t off = 0;
         for (int i = 0; i < nq; i++) {
+            qs[i]->half = qs[i]->xc % 8 == 0 && qs[i]->k % 8 == 0;
+            if (!qs[i]->half) continue;
             qs[i]->hw = (off + 63) & ~(size_t)63;
             off = qs[i]->hw + (size_t)qs[i]->k * qs[i]->xc * qs[i]->r * qs[i]->r;
         }
@@ -404,14 +409,16 @@ static int create_buffers(GpuNet *g)
 /* Set the descriptors for geometry q at batch N: tx = x, ty = y, fw = w, cv = the conv. */
 static int geo_desc(GpuNet *g, const ConvGeo *q, int N)
 {
-    /* half precision runs NHWC (tensor cores' native layout; our casts transpose for free) */
-    const cudnnTensorFormat_t fmt = g->hk ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, fmt, g->dt, N, q->xc, q->xh, q->xw));
-    DNN_TRY(cudnnSetTensor4dDescriptor(g->ty, fmt, g->dt, N, q->k, q->yh, q->yw));
-    DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, g->dt, fmt, q->k, q->xc, q->r, q->r));
+    /* half precision runs NHWC (tensor cores' native layout; our casts transpose for free);
+     * an AMP model's fp32 convs may use TF32 */
+    const cudnnTensorFormat_t fmt = q->half ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    const cudnnDataType_t dt = q->half ? g->dt : CUDNN_DATA_FLOAT;
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, fmt, dt, N, q->xc, q->xh, q->xw));
+    DNN_TRY(cudnnSetTensor4dDescriptor(g->ty, fmt, dt, N, q->k, q->yh, q->yw));
+    DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, dt, fmt, q->k, q->xc, q->r, q->r));
     DNN_TRY(cudnnSetConvolution2dDescriptor(g->cv, q->pad, q->pad, q->stride, q->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, g->math));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, q->half || g->amp == GPU_AMP_OFF ? g->math : CUDNN_DEFAULT_MATH));
     return SEG_OK;
 }
 
@@ -463,6 +470,27 @@ static cudnnStatus_t cand_ws(GpuNet *g, int op, const Cand *k, size_t *s)
     }
 }
 
+/* cuDNN turning an algorithm down for these shapes, layout, alignment or workspace (older
+ * versions say BAD_PARAM), or an engine that fails to build: worth trying another one. */
+static int declined(cudnnStatus_t st)
+{
+    return (st >= 3000 && st < 5000) || st == CUDNN_STATUS_BAD_PARAM || st == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER ||
+           st == CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT;
+}
+
+/* Move op to its next candidate (caller checked there is one), skipping those whose
+ * workspace query is itself declined; takes the exact workspace size when known. */
+static void next_cand(GpuNet *g, Algo *a, int op)
+{
+    while (a->cur[op] + 1 < a->nc[op]) {
+        Cand *nk = &a->c[op][++a->cur[op]];
+        size_t sz = 0;
+        const cudnnStatus_t st = cand_ws(g, op, nk, &sz);
+        if (st == CUDNN_STATUS_SUCCESS) { if (sz > nk->ws) nk->ws = sz; return; }
+        if (!declined(st)) return;                 /* let the run report it */
+    }
+}
+
 static int geo_algo(GpuNet *g, ConvGeo *q, int N, Algo **out)
 {
     for (int i = 0; i < ALGO_SLOTS; i++) if (q->algo[i].N == N) { *out = &q->algo[i]; return SEG_OK; }
@@ -485,8 +513,10 @@ static int geo_algo(GpuNet *g, ConvGeo *q, int N, Algo **out)
     for (int op = 0; op < OP_N; op++) {           /* the exact sizes of the first choices, to size the workspace now */
         Cand *k = &a->c[op][0];
         size_t sz = 0;
-        if (cand_ws(g, op, k, &sz) == CUDNN_STATUS_SUCCESS && sz > k->ws) k->ws = sz;
-        if (k->ws > need) need = k->ws;
+        const cudnnStatus_t st = cand_ws(g, op, k, &sz);
+        if (st == CUDNN_STATUS_SUCCESS && sz > k->ws) k->ws = sz;
+        if (declined(st) && a->nc[op] > 1) next_cand(g, a, op);
+        if (a->c[op][a->cur[op]].ws > need) need = a->c[op][a->cur[op]].ws;
     }
     TRY(ensure_ws(g, need));
     a->N = N;
@@ -505,7 +535,14 @@ static int run_op(GpuNet *g, ConvGeo *q, int N, int op, const void *in1, const v
     TRY(geo_algo(g, q, N, &a));
     for (;;) {
         const Cand *k = &a->c[op][a->cur[op]];
-        TRY(ensure_ws(g, k->ws));
+        const int more = a->cur[op] + 1 < a->nc[op];
+        int rc = ensure_ws(g, k->ws);
+        if (rc < 0 && more) {                      /* no memory for this one's workspace: a leaner one */
+            cudaGetLastError();
+            next_cand(g, a, op);
+            continue;
+        }
+        TRY(rc);
         cudnnStatus_t st = cudnnSetConvolutionMathType(g->cv, k->math);
         if (st == CUDNN_STATUS_SUCCESS) switch (op) {
         case OP_FWD:
@@ -521,40 +558,37 @@ static int run_op(GpuNet *g, ConvGeo *q, int N, int op, const void *in1, const v
                                                 (cudnnConvolutionBwdFilterAlgo_t)k->algo, g->ws, g->ws_bytes, &zero, g->fw, out);
         }
         if (st == CUDNN_STATUS_SUCCESS) return SEG_OK;
-        const int retry = (st >= 3000 && st < 5000) || st == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
-        if (!retry || a->cur[op] + 1 >= a->nc[op])
+        if (!declined(st) || !more)
             return seg_err(SEG_EGPU, "cuDNN conv %s (%dx%d, %d -> %d channels, batch %d, algorithm %d): %s", op_name[op],
                            q->xh, q->xw, q->xc, q->k, N, k->algo, cudnnGetErrorString(st));
-        a->cur[op]++;                              /* declined: the next candidate, from now on */
-        Cand *nk = &a->c[op][a->cur[op]];
-        size_t sz = 0;
-        if (cand_ws(g, op, nk, &sz) == CUDNN_STATUS_SUCCESS && sz > nk->ws) nk->ws = sz;
+        next_cand(g, a, op);                       /* declined: the next candidate, from now on */
     }
 }
 
 /* The weights of geometry q in the conv data type. */
 static const void *wptr(GpuNet *g, const ConvGeo *q)
 {
-    return g->hk ? (const void *)((const char *)g->hparams + 2 * q->hw) : (const void *)(g->params + q->w);
+    return q->half ? (const void *)((const char *)g->hparams + 2 * q->hw) : (const void *)(g->params + q->w);
 }
 
 /* y = conv(x, w): fp32 in and out; AMP casts x to half NHWC, runs the conv in half, casts y back. */
 static int op_fwd(GpuNet *g, ConvGeo *q, int N, const float *x, float *y)
 {
     TRY(geo_desc(g, q, N));
-    if (!g->hk) return run_op(g, q, N, OP_FWD, x, wptr(g, q), y);
+    if (!q->half) return run_op(g, q, N, OP_FWD, x, wptr(g, q), y);
     gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, (long)q->xh * q->xw);
     TRY(run_op(g, q, N, OP_FWD, g->hA, wptr(g, q), g->hB));
     gk_from_half_nhwc(g->st, g->hk, g->hB, y, N, q->k, (long)q->yh * q->yw);
     return SEG_OK;
 }
 
-/* dx = conv's input gradient from dy (also the transposed conv's forward). */
-static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx)
+/* dx = conv's input gradient from dy (also the transposed conv's forward). dy_cast: dy's half
+ * NHWC copy is still in hB (op_bwd_filter of the same dy just made it). */
+static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx, int dy_cast)
 {
     TRY(geo_desc(g, q, N));
-    if (!g->hk) return run_op(g, q, N, OP_BWD_DATA, dy, wptr(g, q), dx);
-    gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, (long)q->yh * q->yw);
+    if (!q->half) return run_op(g, q, N, OP_BWD_DATA, dy, wptr(g, q), dx);
+    if (!dy_cast) gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, (long)q->yh * q->yw);
     TRY(run_op(g, q, N, OP_BWD_DATA, g->hB, wptr(g, q), g->hA));
     gk_from_half_nhwc(g->st, g->hk, g->hA, dx, N, q->xc, (long)q->xh * q->xw);
     return SEG_OK;
@@ -564,7 +598,7 @@ static int op_bwd_data(GpuNet *g, ConvGeo *q, int N, const float *dy, float *dx)
 static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const float *dy)
 {
     TRY(geo_desc(g, q, N));
-    if (!g->hk) return run_op(g, q, N, OP_BWD_FILTER, x, dy, g->grads + q->w);
+    if (!q->half) return run_op(g, q, N, OP_BWD_FILTER, x, dy, g->grads + q->w);
     gk_to_half_nhwc(g->st, g->hk, x, g->hA, N, q->xc, (long)q->xh * q->xw);
     gk_to_half_nhwc(g->st, g->hk, dy, g->hB, N, q->k, (long)q->yh * q->yw);
     TRY(run_op(g, q, N, OP_BWD_FILTER, g->hA, g->hB, g->hW));
@@ -607,7 +641,7 @@ static int conv_backward(GpuNet *g, Conv *c, float *da, const float *in, float *
                                             g->tx, g->gDZ, g->tbn, g->params + c->gamma, g->grads + c->gamma,
                                             g->grads + c->beta, BN_EPS, c->smean, c->sinv));
     TRY(op_bwd_filter(g, &c->geo, N, in, g->gDZ));
-    if (dx) TRY(op_bwd_data(g, &c->geo, N, g->gDZ, dx));
+    if (dx) TRY(op_bwd_data(g, &c->geo, N, g->gDZ, dx, 1));
     return SEG_OK;
 }
 
@@ -745,7 +779,7 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
         ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
         const int nq = all_geos(g, qs);
         for (int i = 0; i < nq; i++)            /* KCRS fp32 -> KRSC half */
-            gk_to_half_nhwc(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw, qs[i]->k, qs[i]->xc,
+            if (qs[i]->half) gk_to_half_nhwc(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw, qs[i]->k, qs[i]->xc,
                             (long)qs[i]->r * qs[i]->r);
         g->hparams_stale = 0;
     }
@@ -763,7 +797,7 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
     for (int l = L - 1; l >= 0; l--) {
         const long HW = (long)(g->d.H >> l) * (g->d.W >> l);
         Up *u = &g->up[l];
-        TRY(op_bwd_data(g, &u->geo, N, prev, u->u));
+        TRY(op_bwd_data(g, &u->geo, N, prev, u->u, 0));
         gk_bias_add(g->st, u->u, g->params + u->b, N, f[l], HW);
         gk_concat(g->st, g->enc[l].c2.a, u->u, g->cat[l], N, f[l], f[l], HW);
         TRY(conv_forward(g, &g->dec[l].c1, g->cat[l], N, train));
@@ -964,14 +998,15 @@ extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s, int
 {
     ON_DEVICE(g);
     *busy_s = *wall_s = 0;
-    *steps = g->ring_n;
+    *steps = 0;
     CU_TRY(cudaStreamSynchronize(g->st));
-    for (int i = 0; i < g->ring_n; i++) {
+    for (int i = 0; i < g->ring_n; i++) {             /* complete steps only (forward, loss, backward, Adam) */
         const int r = (g->ring_first + i) % RING;
         float a = 0, b = 0;
         if (cudaEventElapsedTime(&a, g->ev[r][0], g->ev[r][1]) != cudaSuccess ||
-            cudaEventElapsedTime(&b, g->ev[r][2], g->ev[r][3]) != cudaSuccess) { cudaGetLastError(); continue; }
+            cudaEventElapsedTime(&b, g->ev[r][2], g->ev[r][3]) != cudaSuccess || a < 0 || b < 0) { cudaGetLastError(); continue; }
         *busy_s += (a + b) * 1e-3;
+        ++*steps;
     }
     if (g->ring_n > 0) {
         float w = 0;
