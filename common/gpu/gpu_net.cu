@@ -163,6 +163,7 @@ struct GpuNet {
     int good_steps;
     /* timing ring */
     cudaEvent_t ev[RING][4];              /* forward start, loss end, backward start, adam end */
+    unsigned char done[RING];             /* the slot's step reached its Adam end */
     int ring_n, ring_first;
     size_t mem_bytes;
     char desc_txt[256];
@@ -518,7 +519,7 @@ static int geo_algo(GpuNet *g, ConvGeo *q, int N, Algo **out)
         if (declined(st) && a->nc[op] > 1) next_cand(g, a, op);
         if (a->c[op][a->cur[op]].ws > need) need = a->c[op][a->cur[op]].ws;
     }
-    TRY(ensure_ws(g, need));
+    if (ensure_ws(g, need) < 0) cudaGetLastError();   /* not fatal: run_op falls back to leaner candidates */
     a->N = N;
     *out = a;
     return SEG_OK;
@@ -752,6 +753,7 @@ static void ring_record(GpuNet *g, int k)
 {
     const int r = (g->ring_first + g->ring_n - 1 + RING) % RING;   /* the current step */
     cudaEventRecord(g->ev[r][k], g->st);
+    g->done[r] = k == 3;
 }
 
 extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
@@ -1000,17 +1002,20 @@ extern "C" int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s, int
     *busy_s = *wall_s = 0;
     *steps = 0;
     CU_TRY(cudaStreamSynchronize(g->st));
+    int r0 = -1, r1 = -1;
     for (int i = 0; i < g->ring_n; i++) {             /* complete steps only (forward, loss, backward, Adam) */
         const int r = (g->ring_first + i) % RING;
         float a = 0, b = 0;
+        if (!g->done[r]) continue;
         if (cudaEventElapsedTime(&a, g->ev[r][0], g->ev[r][1]) != cudaSuccess ||
-            cudaEventElapsedTime(&b, g->ev[r][2], g->ev[r][3]) != cudaSuccess || a < 0 || b < 0) { cudaGetLastError(); continue; }
+            cudaEventElapsedTime(&b, g->ev[r][2], g->ev[r][3]) != cudaSuccess) { cudaGetLastError(); continue; }
         *busy_s += (a + b) * 1e-3;
         ++*steps;
+        if (r0 < 0) r0 = r;
+        r1 = r;
     }
-    if (g->ring_n > 0) {
+    if (r0 >= 0) {
         float w = 0;
-        const int r0 = g->ring_first, r1 = (g->ring_first + g->ring_n - 1) % RING;
         if (cudaEventElapsedTime(&w, g->ev[r0][0], g->ev[r1][3]) == cudaSuccess) *wall_s = w * 1e-3;
         else cudaGetLastError();
     }
