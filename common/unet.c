@@ -389,7 +389,6 @@ float   *unet_grads(Unet *m) { return m->grads; }
 float   *unet_adam_m(Unet *m) { return m->adam_m; }
 float   *unet_adam_v(Unet *m) { return m->adam_v; }
 int64_t *unet_adam_step_count(Unet *m) { return &m->adam_t; }
-const UnetDevice *unet_device(const Unet *m) { return &m->dev; }
 size_t   unet_memory_bytes(const Unet *m) { return m->arena_bytes; }
 
 /* ---- init ----------------------------------------------------------------------------------- */
@@ -538,6 +537,8 @@ static void pack_forward(Unet *m)
     nn_pack_many(m->team, j, n);
 }
 
+static void forward_cpu(Unet *m, const float *x, int N, int train);
+
 int unet_forward(Unet *m, const float *x, int N, int train)
 {
     if (N < 1 || N > m->max_batch)
@@ -547,12 +548,18 @@ int unet_forward(Unet *m, const float *x, int N, int train)
         if (m->dev_stale) TRY(unet_sync_device(m));
         m->logits_fresh = 0;
         TRY(gpu_net_forward(m->gpu, x, N, train));
-        m->last_N = N;
-        m->last_train = train;
-        m->have_loss = 0;
-        return SEG_OK;
-    }
+    } else
 #endif
+        forward_cpu(m, x, N, train);
+    m->last_N = N;
+    m->last_train = train;
+    m->have_loss = 0;
+    return SEG_OK;
+}
+
+/* The CPU forward (unet_forward checked N). */
+static void forward_cpu(Unet *m, const float *x, int N, int train)
+{
     const int L = m->L, *f = m->cfg.features, Ci = m->cfg.in_ch;
     const long HW = (long)m->H * m->W;
     PROF(m, PR_PACK, pack_forward(m));
@@ -591,10 +598,6 @@ int unet_forward(Unet *m, const float *x, int N, int train)
         prev = act_of(&m->dec[l].c2);
     }
     PROF(m, PR_HEAD_F, nn_conv1x1_forward(m->team, m->logits, &prev, m->head_wt, m->head_b, m->cfg.n_classes, N, (int)HW));
-    m->last_N = N;
-    m->last_train = train;
-    m->have_loss = 0;
-    return SEG_OK;
 }
 
 /* ---- loss ------------------------------------------------------------------------------------ */
@@ -613,12 +616,8 @@ int unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, floa
     const long HW = (long)m->H * m->W;
     double s = 0;
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu) {
-        TRY(gpu_net_loss(m->gpu, bits, presence, N, &s));
-        m->have_loss = 1;
-        *loss = (float)(s / ((double)N * C * (double)HW));
-        return SEG_OK;
-    }
+    if (m->gpu) TRY(gpu_net_loss(m->gpu, bits, presence, N, &s));
+    else
 #endif
     PROF(m, PR_LOSS, {
         memcpy(m->bits, bits, (size_t)N * C * (size_t)(HW / 8));
@@ -740,19 +739,22 @@ int unet_backward(Unet *m)
 
 float unet_clip_grad(Unet *m, float max_norm)
 {
+    double ss;
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu) {
-        double ss;
-        if ((m->gpu_rc = gpu_net_grad_sumsq(m->gpu, &ss)) < 0) return NAN;
-        const double norm = sqrt(ss), coef = (double)max_norm / (norm + 1e-6);
-        if (max_norm > 0.f && coef < 1.0 && (m->gpu_rc = gpu_net_scale_grads(m->gpu, (float)coef)) < 0) return NAN;
-        return (float)norm;
-    }
+    if (m->gpu && (m->gpu_rc = gpu_net_grad_sumsq(m->gpu, &ss)) < 0) return NAN;
+    if (!m->gpu)
 #endif
-    const double norm = sqrt(nn_sumsq(m->team, m->grads, m->n_params));
+        ss = nn_sumsq(m->team, m->grads, m->n_params);
+    const double norm = sqrt(ss);
     if (max_norm > 0.f) {
         const double coef = (double)max_norm / (norm + 1e-6);      /* torch.nn.utils.clip_grad_norm_ */
-        if (coef < 1.0) nn_scale(m->team, m->grads, m->n_params, (float)coef);
+        if (coef < 1.0) {
+#ifdef SEG_HAVE_CUDA
+            if (m->gpu && (m->gpu_rc = gpu_net_scale_grads(m->gpu, (float)coef)) < 0) return NAN;
+            if (!m->gpu)
+#endif
+                nn_scale(m->team, m->grads, m->n_params, (float)coef);
+        }
     }
     return (float)norm;
 }

@@ -48,8 +48,11 @@ int  unet_device_parse(const char *s, UnetDevice *d);
 int  unet_amp_parse(const char *s, UnetDevice *d);
 /* Turn UNET_AUTO into cuda:0 when a usable GPU is there, else the CPU; check that a CUDA
  * request can be met (SEG_EGPU saying why not: no CUDA in this build, no driver, no device).
- * desc gets a description of the device ("cpu" or "cuda:0 NVIDIA H100 ..."). */
+ * On the CPU d->amp becomes UNET_AMP_OFF. desc (may be NULL) gets what was chosen, for the
+ * log: "cpu (no GPU: why)", "cuda:0 NVIDIA H100 ..., bf16", and a note when --amp was dropped. */
 int  unet_device_resolve(UnetDevice *d, char *desc, size_t cap);
+/* "fp32", "bf16", "fp16" or "tf32" for a UNET_AMP_* value. */
+const char *unet_amp_name(int amp);
 /* 1 when this build has the CUDA backend. */
 int  unet_have_cuda(void);
 
@@ -59,11 +62,11 @@ void unet_default_config(UnetConfig *cfg, int n_classes);
  * by 2^L, else SEG_EARG). threads: compute threads (0 = all cores). Caller frees. */
 int  unet_create(const UnetConfig *cfg, int max_batch, int H, int W, int threads, Unet **out);
 /* The same on a device (NULL = CPU). On a GPU the host keeps only the state dict (params,
- * BN buffers, grads, Adam moments) and a logits buffer; the rest lives on the device. */
+ * BN buffers, grads, Adam moments), plus a logits buffer once unet_logits is called; the
+ * rest lives on the device. */
 int  unet_create_on(const UnetConfig *cfg, int max_batch, int H, int W, int threads,
                     const UnetDevice *dev, Unet **out);
 void unet_free(Unet *m);                               /* NULL-safe */
-const UnetDevice *unet_device(const Unet *m);
 /* The state on the host views (unet_tensor, unet_params, grads, Adam) is the truth for
  * checkpoints. On a GPU: unet_sync_host copies the device state into them (waits);
  * unet_sync_device sends them to the device after the caller wrote them (ckpt loading).

@@ -49,21 +49,25 @@ int unet_amp_parse(const char *s, UnetDevice *d)
     return SEG_OK;
 }
 
-int unet_device_resolve(UnetDevice *d, char *desc, size_t cap)
+const char *unet_amp_name(int amp)
 {
-    if (desc && cap) desc[0] = 0;
+    return amp == UNET_AMP_BF16 ? "bf16" : amp == UNET_AMP_FP16 ? "fp16" : amp == UNET_AMP_TF32 ? "tf32" : "fp32";
+}
+
+/* Which device: SEG_OK with d->kind set and what it is in buf, or SEG_EGPU. */
+static int pick(UnetDevice *d, char *buf, size_t cap)
+{
     if (d->kind == UNET_CPU) {
-        if (desc) snprintf(desc, cap, "cpu");
+        snprintf(buf, cap, "cpu");
         return SEG_OK;
     }
 #ifdef SEG_HAVE_CUDA
     char why[512];
-    int rc = gpu_probe(d->index, desc, cap);
-    if (rc == SEG_OK) { d->kind = UNET_CUDA; return SEG_OK; }
+    if (gpu_probe(d->index, buf, cap) == SEG_OK) { d->kind = UNET_CUDA; return SEG_OK; }
     if (d->kind == UNET_CUDA) return seg_err(SEG_EGPU, "--device cuda:%d is not available: %s", d->index, seg_errmsg());
     snprintf(why, sizeof why, "%s", seg_errmsg());
     d->kind = UNET_CPU;
-    if (desc) snprintf(desc, cap, "cpu (no GPU: %s)", why);
+    snprintf(buf, cap, "cpu (no GPU: %s)", why);
     return SEG_OK;
 #else
     if (d->kind == UNET_CUDA)
@@ -71,7 +75,20 @@ int unet_device_resolve(UnetDevice *d, char *desc, size_t cap)
                        "(the CUDA toolkit was not found at build time, or GPU=0); rebuild with the toolkit installed",
                        d->index);
     d->kind = UNET_CPU;
-    if (desc) snprintf(desc, cap, "cpu (this build has no CUDA backend)");
+    snprintf(buf, cap, "cpu (this build has no CUDA backend)");
     return SEG_OK;
 #endif
+}
+
+int unet_device_resolve(UnetDevice *d, char *desc, size_t cap)
+{
+    char buf[768];
+    TRY(pick(d, buf, sizeof buf));
+    const int amp = d->amp;
+    if (d->kind == UNET_CPU) d->amp = UNET_AMP_OFF;      /* mixed precision is a GPU matter */
+    if (desc)
+        snprintf(desc, cap, "%s%s%s", buf, d->kind == UNET_CUDA ? ", " : "",
+                 d->kind == UNET_CUDA ? unet_amp_name(d->amp)
+                 : amp != UNET_AMP_OFF ? "; note: --amp applies to the GPU only, the CPU runs in fp32" : "");
+    return SEG_OK;
 }

@@ -84,16 +84,13 @@ typedef struct Args {
 /* --device/--amp to a usable device (before any output is written); logs it. */
 static int resolve_device(Args *a)
 {
-    char desc[256];
+    char desc[1024];
+    const int amp = a->dev.amp;
     if (unet_device_resolve(&a->dev, desc, sizeof desc) < 0) {
         LOG(1, "segeval: %s\n", seg_errmsg());
         return -1;
     }
-    if (a->dev.kind == UNET_CPU && a->dev.amp) {
-        LOG(2, "segeval: note: --amp applies to the GPU only; the CPU runs in fp32\n");
-        a->dev.amp = UNET_AMP_OFF;
-    }
-    LOG(3, "segeval: device %s%s\n", desc, a->dev.amp == UNET_AMP_BF16 ? ", bf16" : a->dev.amp == UNET_AMP_FP16 ? ", fp16" : "");
+    LOG(a->dev.kind == UNET_CUDA || amp ? 2 : 3, "segeval: device %s\n", desc);   /* on the CPU: said only when asked */
     return 0;
 }
 
@@ -412,8 +409,8 @@ int main(int argc, char **argv)
     }
     if (a.npos == 0) { usage(stderr); return EXIT_USAGE; }
     if (a.tag && (!a.tag[0] || strchr(a.tag, '/'))) { fprintf(stderr, "segeval: --tag must be a non-empty name without '/'\n"); return EXIT_USAGE; }
-    if (!strcmp(a.pos[0], "compare")) return cmd_compare(&a);
-    if (strcmp(a.pos[0], "compare") && resolve_device(&a) < 0) return EXIT_RUNTIME;
+    if (!strcmp(a.pos[0], "compare")) return cmd_compare(&a);    /* no model: no device */
+    if (resolve_device(&a) < 0) return EXIT_RUNTIME;
     if (!strcmp(a.pos[0], "predict")) return cmd_predict(&a);
     if (!strcmp(a.pos[0], "eval")) { for (int i = 1; i < a.npos; i++) a.pos[i - 1] = a.pos[i]; a.npos--; }
     return cmd_eval(&a);

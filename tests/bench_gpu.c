@@ -171,12 +171,11 @@ int main(int argc, char **argv)
     printf("{\n  \"device\": \"%s\",\n  \"size\": %d, \"classes\": %d, \"steps_per_block\": %d, \"blocks\": %d,\n  \"runs\": [", desc, size, C,
            steps, blocks);
     int first = 1, rc = SEG_OK;
-    static const char *amp_names[] = { "fp32", "bf16", "fp16", "tf32" };
     for (int ia = 0; ia < na && rc == SEG_OK; ia++)
         for (int ib = 0; ib < nb && rc == SEG_OK; ib++) {
             const int N = batches[ib];
             dev.amp = amps[ia];
-            fprintf(stderr, "bench_gpu: batch %d, %s ...\n", N, amp_names[dev.amp]);
+            fprintf(stderr, "bench_gpu: batch %d, %s ...\n", N, unet_amp_name(dev.amp));
             Unet *m = NULL;
             double tr = 0, idle = 0, trl = -1, idlel = -1, inf = 0, infd = 0;
             rc = unet_create_on(&cfg, N, size, size, 0, &dev, &m);
@@ -201,7 +200,7 @@ int main(int argc, char **argv)
             if (rc == SEG_OK) {
                 printf("%s\n    {\"batch\": %d, \"precision\": \"%s\", \"train_slices_per_s\": %.1f, \"gpu_idle_ms_per_step\": %.2f, "
                        "\"infer_slices_per_s\": %.1f, \"infer_with_download_slices_per_s\": %.1f, \"gpu_memory_mib\": %.0f",
-                       first ? "" : ",", N, amp_names[dev.amp], tr, idle, inf, infd, unet_device_memory_bytes(m) / 1048576.0);
+                       first ? "" : ",", N, unet_amp_name(dev.amp), tr, idle, inf, infd, unet_device_memory_bytes(m) / 1048576.0);
                 if (trl >= 0)
                     printf(", \"train_loader_slices_per_s\": %.1f, \"loader_gpu_idle_ms_per_step\": %.2f, \"loader_threads\": %d", trl,
                            idlel, lthreads);

@@ -31,9 +31,8 @@ typedef struct Case { const char *name; int L, f0, C, H, N; } Case;
 
 static void run_case(const Case *k, int amp, double tol)
 {
-    static const char *amp_names[] = { "fp32", "bf16", "fp16", "tf32" };
     char tag[96];
-    snprintf(tag, sizeof tag, "%s %s", k->name, amp_names[amp]);
+    snprintf(tag, sizeof tag, "%s %s", k->name, unet_amp_name(amp));
     UnetConfig cfg;
     unet_default_config(&cfg, k->C);
     cfg.n_levels = k->L;

@@ -105,7 +105,7 @@ typedef struct TrainOpts {
     float    hu_lo, hu_hi;
     int      force, progress;   /* progress: -1 auto (TTY), 0 off, 1 on */
     UnetDevice dev;             /* --device / --amp (resolved in open_run) */
-    char     dev_desc[256];
+    char     dev_desc[1024];
     unsigned given;
     const char *out, *resume, *cache;
 } TrainOpts;
@@ -237,8 +237,7 @@ static cJSON *opts_json(const TrainOpts *o)
     cJSON_AddNumberToObject(j, "limit_slices", (double)o->limit_slices);
     cJSON_AddNumberToObject(j, "keep_last", o->keep_last);
     cJSON_AddStringToObject(j, "device", o->dev.kind == UNET_CUDA ? "cuda" : "cpu");   /* for the record only */
-    cJSON_AddStringToObject(j, "amp", o->dev.amp == UNET_AMP_BF16 ? "bf16" : o->dev.amp == UNET_AMP_FP16 ? "fp16" :
-                            o->dev.amp == UNET_AMP_TF32 ? "tf32" : "off");
+    cJSON_AddStringToObject(j, "amp", unet_amp_name(o->dev.amp));
     return j;
 }
 
@@ -577,7 +576,6 @@ typedef struct Run {
     RunState     s;
     int          n_subj[3];       /* per CACHE_SPLIT_* */
     int          has_val;
-    int64_t      skipped;         /* fp16 steps skipped for gradient overflow */
     char         state_path[4300];
 } Run;
 
@@ -636,10 +634,6 @@ static int open_run(Run *r)
     TrainOpts *o = &r->o;
     char path[4200];
     TRY(unet_device_resolve(&o->dev, o->dev_desc, sizeof o->dev_desc));   /* before anything is written */
-    if (o->dev.kind == UNET_CPU && o->dev.amp != UNET_AMP_OFF) {
-        LOG(2, "segtrain: note: --amp applies to the GPU only; the CPU trains in fp32\n");
-        o->dev.amp = UNET_AMP_OFF;
-    }
     TRY(cache_open(o->cache, &r->cache));
     const int size = cache_size(r->cache), C = cache_n_channels(r->cache);
     if (o->resume) TRY(check_resume(r));
@@ -699,10 +693,7 @@ static int open_run(Run *r)
         unet_n_params(r->m), unet_flops_per_sample(r->m) * 1e-9, o->batch_size, r->s.lr,
         o->aug ? "augmentation on" : "no augmentation", (unsigned long long)o->seed);
     if (o->dev.kind == UNET_CUDA)
-        LOG(2, "segtrain: device %s, %s, %.1f MiB of GPU memory\n", o->dev_desc,
-            o->dev.amp == UNET_AMP_BF16 ? "bf16 mixed precision" : o->dev.amp == UNET_AMP_FP16 ? "fp16 mixed precision" :
-            o->dev.amp == UNET_AMP_TF32 ? "tf32 convolutions" : "fp32",
-            unet_device_memory_bytes(r->m) / 1048576.0);
+        LOG(2, "segtrain: device %s, %.1f MiB of GPU memory\n", o->dev_desc, unet_device_memory_bytes(r->m) / 1048576.0);
     else
         LOG(2, "segtrain: device %s\n", o->dev_desc);
     LOG(3, "segtrain: model buffers %.1f MiB; loader: %d decode thread(s), %d batch slots; %d compute thread(s)%s\n",
@@ -725,7 +716,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     Progress pr;
     progress_start(&pr, label, "slices", loader_n_samples(r->tl), g_verbosity >= 2 && tty, 1);
     double t0 = progress_now(), sum = 0;
-    int64_t seen = 0, skipped0 = r->skipped;
+    int64_t seen = 0, skipped = 0;                   /* skipped: fp16 steps whose gradients overflowed */
     LoaderBatch b;
     int rc = loader_start_epoch(r->tl, epoch);
     while (rc >= 0 && !g_stop && (rc = loader_next(r->tl, &b)) == 1) {
@@ -739,7 +730,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         if ((rc = unet_backward(r->m)) < 0) break;
         if (r->o.clip_grad > 0) unet_clip_grad(r->m, (float)r->o.clip_grad);
         if ((rc = unet_adam_step(r->m, (float)r->s.lr, 0.9f, 0.999f, 1e-8f)) < 0) break;
-        if (rc == 1) r->skipped++;
+        skipped += rc == 1;
         sum += (double)loss * b.n;
         seen += b.n;
         snprintf(extra, sizeof extra, "loss %.4f", sum / seen);
@@ -759,9 +750,9 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
             LOG(3, "segtrain: GPU busy %.1f%% of the last %d steps (idle %.2f ms per step)\n", 100.0 * busy / wall, ns,
                 1e3 * (wall - busy) / (ns - 1));
     }
-    if (r->skipped > skipped0)
+    if (skipped)
         LOG(2, "segtrain: fp16: %lld step(s) of this epoch skipped for gradient overflow (the loss scale adapts)\n",
-            (long long)(r->skipped - skipped0));
+            (long long)skipped);
     he->train_loss = seen ? sum / seen : NAN;
     he->slices_per_s = el > 0 ? seen / el : 0;
     return SEG_OK;

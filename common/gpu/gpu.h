@@ -24,8 +24,6 @@ enum { GPU_AMP_OFF = 0, GPU_AMP_BF16 = 1, GPU_AMP_FP16 = 2, GPU_AMP_TF32 = 3 }; 
  * SEG_OK and a description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") in desc, else SEG_EGPU
  * with the reason in seg_errmsg(). */
 int gpu_probe(int index, char *desc, size_t cap);
-/* Number of CUDA devices the driver reports (0 without a driver). */
-int gpu_count(void);
 
 typedef struct GpuNet GpuNet;
 
@@ -78,8 +76,6 @@ int gpu_net_wait(GpuNet *g);
 /* Device time of the last training steps: per step, GPU busy seconds (forward to the end of
  * Adam, less the wait for the loss) and wall seconds between step starts; for benchmarks. */
 int gpu_net_step_times(GpuNet *g, double *busy_s, double *wall_s, int *steps);
-/* Short description of the device and precision ("cuda:0 NVIDIA H100 ..., bf16 AMP"). */
-const char *gpu_net_desc(const GpuNet *g);
 
 #ifdef __cplusplus
 }

@@ -40,13 +40,6 @@ extern "C" {
 #define RING 512                     /* steps of timing events kept */
 
 /* ---- probing --------------------------------------------------------------------------------- */
-extern "C" int gpu_count(void)
-{
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
-    return n;
-}
-
 extern "C" int gpu_probe(int index, char *desc, size_t cap)
 {
     int n = 0;
@@ -166,7 +159,6 @@ struct GpuNet {
     unsigned char done[RING];             /* the slot's step reached its Adam end */
     int ring_n, ring_first;
     size_t mem_bytes;
-    char desc_txt[256];
 };
 
 
@@ -705,17 +697,11 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
 #undef CU_STEP
 #undef DNN_STEP
     if (rc < 0) { gpu_net_free(g); return rc; }
-    cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, d->device) != cudaSuccess) { cudaGetLastError(); strcpy(p.name, "?"); }
-    snprintf(g->desc_txt, sizeof g->desc_txt, "cuda:%d %s, %s", d->device, p.name,
-             g->amp == GPU_AMP_BF16 ? "bf16 AMP" : g->amp == GPU_AMP_FP16 ? "fp16 AMP (loss scaling)" :
-             g->amp == GPU_AMP_TF32 ? "tf32 convolutions" : "fp32");
     *out = g;
     return SEG_OK;
 }
 
 extern "C" size_t gpu_net_memory_bytes(const GpuNet *g) { return g->mem_bytes; }
-extern "C" const char *gpu_net_desc(const GpuNet *g) { return g->desc_txt; }
 
 extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs, const float *adam_m, const float *adam_v)
 {
