@@ -18,7 +18,6 @@
 extern "C" {
 #endif
 
-enum { GPU_AMP_OFF = 0, GPU_AMP_BF16 = 1, GPU_AMP_FP16 = 2, GPU_AMP_TF32 = 3 };   /* = UNET_AMP_* */
 
 /* Is CUDA device `index` usable (driver, device, a kernel image for its architecture)?
  * SEG_OK and a description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") in desc, else SEG_EGPU
@@ -32,7 +31,7 @@ typedef struct GpuNet GpuNet;
 typedef struct GpuNetDesc {
     UnetConfig        cfg;
     int               max_batch, H, W;
-    int               device, amp;          /* CUDA device index; GPU_AMP_* */
+    int               device, amp;          /* CUDA device index; UNET_AMP_* */
     const UnetTensor *tensors;
     int               n_tensors;
     size_t            n_params, n_bufs;

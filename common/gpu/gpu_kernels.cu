@@ -81,48 +81,35 @@ __global__ static void k_inc(float *buf, const int *off, int n)
 }
 
 template <typename T> __device__ static T from_f(float x);
+template <> __device__ float from_f<float>(float x) { return x; }
 template <> __device__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __half from_f<__half>(float x) { return __float2half(x); }
+__device__ static float to_f(float x) { return x; }
 __device__ static float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ static float to_f(__half x) { return __half2float(x); }
 
-/* NCHW float -> NHWC half for one (C x HW) matrix per sample: 32x32 tiles through shared
- * memory, so both the reads and the writes are coalesced. grid (HW/32, C/32, N), block 32x8. */
-template <typename T> __global__ static void k_to_half_nhwc(const float *x, T *y, int C, long HW)
+/* Per sample z: y (K x R) = x (R x K)^T, converting Ti -> To on the way: 32x32 tiles through
+ * shared memory, so both the reads and the writes are coalesced. NCHW -> NHWC is R = C,
+ * K = HW; NHWC -> NCHW is R = HW, K = C. grid (K/32, R/32, N), block 32x8. */
+template <typename Ti, typename To> __global__ static void k_transpose(const Ti *x, To *y, long R, long K)
 {
     __shared__ float tile[32][33];
-    const long p0 = (long)blockIdx.x * 32, n = blockIdx.z;
-    const int c0 = blockIdx.y * 32;
+    const long k0 = (long)blockIdx.x * 32, r0 = (long)blockIdx.y * 32, base = (long)blockIdx.z * R * K;
     for (int j = threadIdx.y; j < 32; j += 8) {
-        const int c = c0 + j;
-        const long p = p0 + threadIdx.x;
-        if (c < C && p < HW) tile[j][threadIdx.x] = x[(n * C + c) * HW + p];
+        const long r = r0 + j, k = k0 + threadIdx.x;
+        if (r < R && k < K) tile[j][threadIdx.x] = to_f(x[base + r * K + k]);
     }
     __syncthreads();
     for (int j = threadIdx.y; j < 32; j += 8) {
-        const long p = p0 + j;
-        const int c = c0 + threadIdx.x;
-        if (p < HW && c < C) y[(n * HW + p) * C + c] = from_f<T>(tile[threadIdx.x][j]);
+        const long k = k0 + j, r = r0 + threadIdx.x;
+        if (k < K && r < R) y[base + k * R + r] = from_f<To>(tile[threadIdx.x][j]);
     }
 }
 
-/* NHWC half -> NCHW float, the inverse. */
-template <typename T> __global__ static void k_from_half_nhwc(const T *x, float *y, int C, long HW)
+template <typename Ti, typename To> static void transpose(cudaStream_t s, const Ti *x, To *y, int N, long R, long K)
 {
-    __shared__ float tile[32][33];
-    const long p0 = (long)blockIdx.x * 32, n = blockIdx.z;
-    const int c0 = blockIdx.y * 32;
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const long p = p0 + j;
-        const int c = c0 + threadIdx.x;
-        if (p < HW && c < C) tile[j][threadIdx.x] = to_f(x[(n * HW + p) * C + c]);
-    }
-    __syncthreads();
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int c = c0 + j;
-        const long p = p0 + threadIdx.x;
-        if (c < C && p < HW) y[(n * C + c) * HW + p] = tile[threadIdx.x][j];
-    }
+    const dim3 grid((unsigned)((K + 31) / 32), (unsigned)((R + 31) / 32), (unsigned)N), block(32, 8);
+    k_transpose<Ti, To><<<grid, block, 0, s>>>(x, y, R, K);
 }
 
 /* ---- layout ---------------------------------------------------------------------------------- */
@@ -338,16 +325,14 @@ void gk_inc(cudaStream_t s, float *buf, const int *off, int n)
 
 void gk_to_half_nhwc(cudaStream_t s, int kind, const float *x, void *y, int N, int C, long HW)
 {
-    const dim3 grid((unsigned)((HW + 31) / 32), (unsigned)((C + 31) / 32), (unsigned)N), block(32, 8);
-    if (kind == 1) k_to_half_nhwc<__nv_bfloat16><<<grid, block, 0, s>>>(x, (__nv_bfloat16 *)y, C, HW);
-    else k_to_half_nhwc<__half><<<grid, block, 0, s>>>(x, (__half *)y, C, HW);
+    if (kind == 1) transpose(s, x, (__nv_bfloat16 *)y, N, C, HW);
+    else transpose(s, x, (__half *)y, N, C, HW);
 }
 
 void gk_from_half_nhwc(cudaStream_t s, int kind, const void *x, float *y, int N, int C, long HW)
 {
-    const dim3 grid((unsigned)((HW + 31) / 32), (unsigned)((C + 31) / 32), (unsigned)N), block(32, 8);
-    if (kind == 1) k_from_half_nhwc<__nv_bfloat16><<<grid, block, 0, s>>>((const __nv_bfloat16 *)x, y, C, HW);
-    else k_from_half_nhwc<__half><<<grid, block, 0, s>>>((const __half *)x, y, C, HW);
+    if (kind == 1) transpose(s, (const __nv_bfloat16 *)x, y, N, HW, C);
+    else transpose(s, (const __half *)x, y, N, HW, C);
 }
 
 int gk_check_image(void)

@@ -43,7 +43,7 @@ void gk_adam(cudaStream_t s, float *p, const float *g, float *m, float *v, size_
              float a1, float a2, float eps, float step_size, float bc2s);
 /* buf[off[i]] += 1 for i < n (BatchNorm num_batches_tracked). */
 void gk_inc(cudaStream_t s, float *buf, const int *off, int n);
-/* AMP casts with a layout change, kind 1 = bfloat16, 2 = float16 (GPU_AMP_*): x (N, C, HW)
+/* AMP casts with a layout change, kind 1 = bfloat16, 2 = float16 (UNET_AMP_*): x (N, C, HW)
  * float NCHW <-> y (N, HW, C) half NHWC (for a filter (K, C, R, S) <-> (K, R, S, C) take
  * N = K, HW = R*S). Tiled through shared memory: coalesced both ways. */
 void gk_to_half_nhwc(cudaStream_t s, int kind, const float *x, void *y, int N, int C, long HW);

@@ -114,7 +114,7 @@ typedef struct Block { Conv c1, c2; } Block;
 struct GpuNet {
     GpuNetDesc d;
     int L, C, amp;
-    int hk;                               /* half kind of the convs: 0 none, GPU_AMP_BF16, GPU_AMP_FP16 */
+    int hk;                               /* half kind of the convs: 0 none, UNET_AMP_BF16, UNET_AMP_FP16 */
     int deterministic;                    /* SEGKIT_CUDNN_DETERMINISTIC=1: deterministic algorithms only */
     cudnnMathType_t math;
     long HW;
@@ -411,7 +411,7 @@ static int geo_desc(GpuNet *g, const ConvGeo *q, int N)
     DNN_TRY(cudnnSetFilter4dDescriptor(g->fw, dt, fmt, q->k, q->xc, q->r, q->r));
     DNN_TRY(cudnnSetConvolution2dDescriptor(g->cv, q->pad, q->pad, q->stride, q->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                             CUDNN_DATA_FLOAT));
-    DNN_TRY(cudnnSetConvolutionMathType(g->cv, q->half || g->amp == GPU_AMP_OFF ? g->math : CUDNN_DEFAULT_MATH));
+    DNN_TRY(cudnnSetConvolutionMathType(g->cv, q->half || g->amp == UNET_AMP_OFF ? g->math : CUDNN_DEFAULT_MATH));
     return SEG_OK;
 }
 
@@ -437,7 +437,7 @@ static int ensure_ws(GpuNet *g, size_t bytes)
             if (g->deterministic && (perf)[i_].determinism != CUDNN_DETERMINISTIC) continue;       \
             Cand *k_ = &(a)->c[op][(a)->nc[op]++];                                                  \
             k_->algo = (int)(perf)[i_].algo;                                                        \
-            k_->math = g->amp == GPU_AMP_OFF ? CUDNN_FMA_MATH : (perf)[i_].mathType;               \
+            k_->math = g->amp == UNET_AMP_OFF ? CUDNN_FMA_MATH : (perf)[i_].mathType;               \
             k_->ws = (perf)[i_].memory;                                                             \
         }                                                                                           \
         if (!(a)->nc[op]) return seg_err(SEG_EGPU, "cuDNN offers no algorithm for a conv %s (%dx%d, %d -> %d ch)", \
@@ -650,13 +650,13 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     g->C = d->cfg.n_classes;
     g->HW = (long)d->H * d->W;
     g->amp = d->amp;
-    g->hk = d->amp == GPU_AMP_BF16 || d->amp == GPU_AMP_FP16 ? d->amp : 0;
+    g->hk = d->amp == UNET_AMP_BF16 || d->amp == UNET_AMP_FP16 ? d->amp : 0;
     const char *det = getenv("SEGKIT_CUDNN_DETERMINISTIC");
     g->deterministic = det && det[0] == '1';
     /* fp32: FMA only (no TF32), the parity reference; tf32: cuDNN may use TF32 tensor cores */
-    g->math = d->amp == GPU_AMP_OFF ? CUDNN_FMA_MATH : d->amp == GPU_AMP_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
-    g->dt = d->amp == GPU_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == GPU_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
-    g->loss_scale = d->amp == GPU_AMP_FP16 ? 65536.f : 1.f;
+    g->math = d->amp == UNET_AMP_OFF ? CUDNN_FMA_MATH : d->amp == UNET_AMP_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH;
+    g->dt = d->amp == UNET_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == UNET_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    g->loss_scale = d->amp == UNET_AMP_FP16 ? 65536.f : 1.f;
     g->hparams_stale = 1;
     int rc = SEG_OK;
 #define STEP(x) do { if (rc == SEG_OK) rc = (x); } while (0)
@@ -678,7 +678,7 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
         cublasStatus_t s = cublasCreate(&g->blas);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g->blas, g->st);
         if (s == CUBLAS_STATUS_SUCCESS)   /* true fp32 for the head, TF32 only when asked for */
-            s = cublasSetMathMode(g->blas, d->amp == GPU_AMP_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+            s = cublasSetMathMode(g->blas, d->amp == UNET_AMP_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
         if (s != CUBLAS_STATUS_SUCCESS) rc = seg_err(SEG_EGPU, "GPU setup: cuBLAS: %s", cublasGetStatusString(s));
     }
     STEP(create_buffers(g));
@@ -931,7 +931,7 @@ extern "C" int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float
 {
     ON_DEVICE(g);
     *skipped = 0;
-    if (g->amp == GPU_AMP_FP16) {                 /* overflow check of this step's gradients */
+    if (g->amp == UNET_AMP_FP16) {                 /* overflow check of this step's gradients */
         double ss;
         TRY(gpu_net_grad_sumsq(g, &ss));
         if (!isfinite(ss)) {
