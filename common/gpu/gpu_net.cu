@@ -129,7 +129,8 @@ struct GpuNet {
     float *params, *grads, *adam_m, *adam_v, *bufs;
     void *hparams;                        /* AMP: half copy of params */
     int hparams_stale;
-    int *nbt_off;
+    int nbt_host[4 * UNET_MAX_LEVELS + 2];   /* offsets of num_batches_tracked in bufs */
+    int *nbt_off;                         /* the same on the device */
     int n_nbt;
     /* layers */
     Block enc[UNET_MAX_LEVELS], dec[UNET_MAX_LEVELS], bott;
@@ -223,7 +224,7 @@ static int conv_layer(GpuNet *g, Conv *c, const char *pre, int i_conv, int i_bn,
     snprintf(nm, sizeof nm, "%s.net.%d.running_var", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
     c->rv = rv;
     snprintf(nm, sizeof nm, "%s.net.%d.num_batches_tracked", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
-    g->nbt_off[g->n_nbt++] = (int)rv;
+    g->nbt_host[g->n_nbt++] = (int)rv;
     const size_t P = (size_t)g->d.max_batch * H * W;
     TRY(DALLOC(g, c->z, sizeof(float) * P * co));
     TRY(DALLOC(g, c->a, sizeof(float) * P * co));
@@ -298,11 +299,6 @@ static int create_buffers(GpuNet *g)
 {
     const int L = g->L, *f = g->d.cfg.features, C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
     g->n_nbt = 0;
-    TRY(DALLOC(g, g->nbt_off, sizeof(int) * (4 * UNET_MAX_LEVELS + 2)));
-    int *nbt_host = (int *)malloc(sizeof(int) * (4 * UNET_MAX_LEVELS + 2));
-    if (!nbt_host) return seg_err(SEG_ENOMEM, "GPU model");
-    int *dev_off = g->nbt_off;
-    g->nbt_off = nbt_host;                     /* conv_layer fills the host copy first */
     int rc = SEG_OK;
     char nm[64];
     for (int i = 0; rc == SEG_OK && i < L; i++) {
@@ -330,12 +326,11 @@ static int create_buffers(GpuNet *g)
     if (rc == SEG_OK) rc = block_layer(g, &g->bott, "bottleneck", f[L - 1], 2 * f[L - 1], H >> L, W >> L);
     if (rc == SEG_OK) rc = find(&g->d, "head.weight", 1, &g->head_w);
     if (rc == SEG_OK) rc = find(&g->d, "head.bias", 1, &g->head_b);
-    g->nbt_off = dev_off;
-    if (rc == SEG_OK)   /* on the compute stream (a non-blocking stream does not wait for the legacy one) */
-        rc = cudaMemcpyAsync(dev_off, nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice, g->st) == cudaSuccess &&
-             cudaStreamSynchronize(g->st) == cudaSuccess ? SEG_OK : seg_err(SEG_EGPU, "GPU model: upload of the BatchNorm counters failed");
-    free(nbt_host);
     TRY(rc);
+    TRY(DALLOC(g, g->nbt_off, sizeof(int) * g->n_nbt));
+    /* on the compute stream (a non-blocking stream does not wait for the legacy one) */
+    CU_TRY(cudaMemcpyAsync(g->nbt_off, g->nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice, g->st));
+    CU_TRY(cudaStreamSynchronize(g->st));
     for (int l = 1; l <= L; l++) {
         const size_t P = (size_t)NB * (H >> l) * (W >> l);
         TRY(DALLOC(g, g->pool[l], sizeof(float) * P * f[l - 1]));
