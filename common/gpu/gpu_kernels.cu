@@ -16,33 +16,18 @@ static unsigned grid_for(long n, long per_block)
     return (unsigned)b;
 }
 
-/* Sum of v over the block (blockDim.x a multiple of 32, at most 1024); valid in thread 0. */
-__device__ static double block_sum(double v)
+/* Sum of v over the block (blockDim.x a multiple of 32, at most 1024); valid in thread 0.
+ * T: double (float sums) or unsigned long long (counts). */
+template <typename T> __device__ static T block_sum(T v)
 {
-    __shared__ double warp_sums[32];
+    __shared__ T warp_sums[32];
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) warp_sums[wid] = v;
     __syncthreads();
     v = 0;
     if (wid == 0) {
-        v = lane < nw ? warp_sums[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    }
-    __syncthreads();
-    return v;
-}
-
-__device__ static unsigned long long block_sum_u(unsigned long long v)
-{
-    __shared__ unsigned long long ws[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    if (lane == 0) ws[wid] = v;
-    __syncthreads();
-    v = 0;
-    if (wid == 0) {
-        v = lane < nw ? ws[lane] : 0ull;
+        v = lane < nw ? warp_sums[lane] : (T)0;
         for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     }
     __syncthreads();
@@ -230,9 +215,9 @@ __global__ static void k_dice(const float *z, const uint8_t *bits, const uint8_t
         b += p && !t;
         e += !p && t;
     }
-    a = block_sum_u(a);
-    b = block_sum_u(b);
-    e = block_sum_u(e);
+    a = block_sum(a);
+    b = block_sum(b);
+    e = block_sum(e);
     if (threadIdx.x == 0) {
         atomicAdd(tp + c, a);
         atomicAdd(fp + c, b);
