@@ -57,10 +57,29 @@ ifeq ($(GPU),1)
     CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
     LDFLAGS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR)
     LDLIBS    += -lcudnn -lcublas -lcudart -lstdc++
+    CU_TEST_BINS := $(patsubst tests/%.cu,$(BUILD)/tests/%,$(wildcard tests/test_*.cu))
   endif
 endif
 ifneq ($(CU_SRC),)
   $(info $(if $(filter 1,$(GPU)),[segkit] CUDA backend: on ($(CUDA_HOME)),[segkit] CUDA backend: off (CPU/OpenBLAS only; GPU=1 to force)))
+endif
+
+# ---- the CUDA emulator (tests/cuemu) ---------------------------------------
+# The GPU backend's own source, compiled by g++ against the real CUDA headers and linked
+# with an emulated runtime, cuDNN and cuBLAS, runs test_gpu on the CPU as test_gpu_emu.
+# Needs only the headers (no GPU, no CUDA libraries); left out of sanitizer builds.
+CXX      ?= g++
+HAVE_CUDA_HEADERS := $(shell test -f $(CUDA_HOME)/include/cuda_runtime.h -a -f $(CUDA_HOME)/include/cudnn.h \
+                       -a -f $(CUDA_HOME)/include/cublas_v2.h && test "$$(uname -m)" = x86_64 && echo 1 || echo 0)
+ifeq ($(HAVE_CUDA_HEADERS)$(SAN),1)
+  EMU       := $(BUILD)/cuemu
+  EMU_FLAGS := -std=c++17 -g $(OPT) -Wall -Wno-unused-parameter -Wno-unused-function -pthread -fno-strict-aliasing \
+               -Itests/cuemu -I$(CUDA_HOME)/include $(filter-out -Itools,$(CPPFLAGS)) -DSEG_HAVE_CUDA
+  EMU_OBJS  := $(patsubst common/gpu/%.cu,$(EMU)/%.o,$(CU_SRC)) $(EMU)/cuemu_rt.o $(EMU)/cuemu_dnn.o \
+               $(EMU)/unet.o $(EMU)/unet_device.o
+  EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet.o $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
+               $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))
+  EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu $(EMU)/bin/segtrain $(EMU)/bin/segeval
 endif
 
 # ---- sources -----------------------------------------------------------------
@@ -78,7 +97,7 @@ REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC)
 
 .PHONY: all deps deps-test demo test check test-asan asan-run bench fuzz clean
 .SECONDARY:
-all: $(PROGS) $(TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS)
+all: $(PROGS) $(TEST_BINS) $(CU_TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS) $(EMU_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -106,6 +125,38 @@ $(BIN)/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+# GPU tests written in CUDA (the GPU build; their emulated twins are below)
+$(BUILD)/tests/test_%.cu.o: tests/test_%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -Itools,$(CPPFLAGS)) -Itests $(NVCCFLAGS) -c $< -o $@
+$(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# emulated GPU build: launches rewritten, then C++ with the emulator's kernel language
+$(EMU)/%.cpp: common/gpu/%.cu tools/cuemu_launch.pl
+	@mkdir -p $(dir $@)
+	perl tools/cuemu_launch.pl $< < $< > $@.tmp && mv $@.tmp $@
+$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h
+	$(CXX) $(EMU_FLAGS) -include cuemu.h -c $< -o $@
+$(EMU)/cuemu_%.o: tests/cuemu/cuemu_%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -c $< -o $@
+$(EMU)/unet.o $(EMU)/unet_device.o: $(EMU)/%.o: common/%.c common/unet.h common/gpu/gpu.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
+$(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -Itests -include cuemu.h -x c++ -c $< -o $@
+$(BUILD)/tests/test_gpu_kernels_emu: $(EMU)/test_gpu_kernels.o $(EMU)/gpu_kernels.o $(EMU)/cuemu_rt.o
+	$(CXX) $(LDFLAGS) $^ -lm -o $@
+$(BUILD)/tests/test_gpu_emu: $(BUILD)/tests/test_gpu.o $(EMU_OBJS) $(LIB_OBJS)
+	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
+$(EMU)/bin/%: $(BUILD)/train/%.o $(EMU_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
+$(EMU)/bin/%: $(BUILD)/eval/%.o $(EMU_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
 
 $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -2,7 +2,7 @@
 # Build what the GPU tests and benchmarks need into gpu-bundle/ (git-ignored), to carry to a
 # machine that has a GPU but not segkit's Debian libraries (the device tool's GPU machines):
 #   gpu-bundle/bin/     segprep segtrain segeval synthct (portable: -march=x86-64-v3)
-#   gpu-bundle/tests/   test_gpu test_gpu_math bench_gpu
+#   gpu-bundle/tests/   test_gpu test_gpu_kernels test_gpu_math bench_gpu
 #   gpu-bundle/lib/     the shared libraries they link that are not CUDA's or glibc's
 #   gpu-bundle/run.sh   on the GPU machine, from the repo root: bash gpu-bundle/run.sh [tests|bench|all] [LOGDIR]
 # Needs the CUDA toolkit here (the GPU backend must be built).
@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 B=gpu-bundle
 make --no-print-directory -j"$(nproc)" GPU=1 OPT="-O2 -march=x86-64-v3" BUILD=build-bundle BIN=bin-bundle \
     bin-bundle/segprep bin-bundle/segtrain bin-bundle/segeval bin-bundle/synthct \
-    build-bundle/tests/test_gpu build-bundle/tests/test_gpu_math build-bundle/tests/bench_gpu >&2
+    build-bundle/tests/test_gpu build-bundle/tests/test_gpu_kernels build-bundle/tests/test_gpu_math build-bundle/tests/bench_gpu >&2
 rm -rf "$B"; mkdir -p "$B/bin" "$B/tests" "$B/lib"
 for p in segprep segtrain segeval synthct; do cp bin-bundle/$p "$B/bin/"; done
-for t in test_gpu test_gpu_math bench_gpu; do cp build-bundle/tests/$t "$B/tests/"; done
+for t in test_gpu test_gpu_kernels test_gpu_math bench_gpu; do cp build-bundle/tests/$t "$B/tests/"; done
 strip --strip-debug "$B"/bin/* "$B"/tests/*
 # the libraries: everything ldd resolves except glibc, the compiler runtime and CUDA's own
 for f in "$B"/bin/* "$B"/tests/*; do ldd "$f"; done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r so; do
@@ -45,7 +45,7 @@ missing=$(ldd $B/bin/segtrain $B/tests/test_gpu | grep "not found" | sort -u)
 [ -z "$missing" ] || { echo "missing libraries:"; echo "$missing"; exit 1; }
 rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
-    for t in test_gpu_math test_gpu; do
+    for t in test_gpu_math test_gpu_kernels test_gpu; do
         echo "== $t"; $B/tests/$t 2>&1 | tee "$log/$t.log" | grep -E "^(FAIL|skip)|checks|device:"; [ ${PIPESTATUS[0]} -eq 0 ] || rc=1
     done
     for t in test_device test_gpu_train; do

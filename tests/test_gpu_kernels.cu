@@ -1,0 +1,289 @@
+/* tests/test_gpu_kernels.cu : every launcher of common/gpu/gpu_kernels.cu against a plain
+ * CPU loop, at sizes chosen to be awkward for the kernels' tiling and splitting (not
+ * multiples of 32, fewer elements than blocks, ties in pooling windows). Built twice: by
+ * nvcc for a real GPU (skips, exit 77, without one), and by g++ for the CUDA emulator
+ * (tests/cuemu) as test_gpu_kernels_emu, which runs everywhere. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include "gpu_kernels.h"
+#include "gpu_math.h"
+#include "testutil.h"
+
+#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
+    cudaGetErrorString(e_)); exit(1); } } while (0)
+
+static float frand(uint64_t *s, float lo, float hi) { return lo + (hi - lo) * (float)((t_rand(s) >> 40) * (1.0 / 16777216.0)); }
+
+/* A device copy of a host vector, and back. */
+template <typename T> static T *up(const std::vector<T> &h)
+{
+    T *d = NULL;
+    CU(cudaMalloc((void **)&d, sizeof(T) * (h.size() ? h.size() : 1)));
+    if (h.size()) CU(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
+    return d;
+}
+template <typename T> static std::vector<T> down(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    CU(cudaDeviceSynchronize());
+    CU(cudaGetLastError());
+    if (n) CU(cudaMemcpy(h.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
+    return h;
+}
+static std::vector<float> randv(size_t n, uint64_t seed, float lo = -3.f, float hi = 3.f)
+{
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = frand(&seed, lo, hi);
+    return v;
+}
+
+static void test_elementwise(void)
+{
+    const long n = 100003;
+    std::vector<float> y = randv(n, 1), a = randv(n, 2), g = randv(n, 3);
+    float *dy = up(y), *da = up(a), *dg = up(g);
+    gk_relu(0, dy, n);
+    gk_relu_bwd(0, dg, da, n);
+    gk_scale(0, da, (size_t)n, -0.5f);
+    std::vector<float> ry = down(dy, n), rg = down(dg, n), ra = down(da, n);
+    long bad = 0;
+    for (long i = 0; i < n; i++) {
+        bad += ry[i] != (y[i] > 0.f ? y[i] : 0.f);
+        bad += rg[i] != (a[i] > 0.f ? g[i] : 0.f);
+        bad += ra[i] != a[i] * -0.5f;
+    }
+    CHECK(bad == 0, "relu, relu backward and scale over %ld floats: exact (%ld differ)", n, bad);
+    cudaFree(dy); cudaFree(da); cudaFree(dg);
+}
+
+static void test_pool(void)
+{
+    const long NC = 7;
+    const int H = 10, W = 6, Ho = H / 2, Wo = W / 2;
+    uint64_t s = 5;
+    std::vector<float> x(NC * H * W), dy = randv(NC * Ho * Wo, 6), dx = randv(NC * H * W, 7);
+    for (auto &v : x) v = (float)(t_rand(&s) % 3);          /* many ties */
+    float *dxp = up(x), *dyp = up(dy), *ddx = up(dx), *dyo = up(std::vector<float>(NC * Ho * Wo));
+    gk_pool_fwd(0, dxp, dyo, NC, H, W);
+    gk_pool_bwd(0, dxp, dyp, ddx, NC, H, W);
+    std::vector<float> ry = down(dyo, NC * Ho * Wo), rdx = down(ddx, NC * H * W), want = dx;
+    long bad = 0;
+    for (long p = 0; p < NC; p++)
+        for (int i = 0; i < Ho; i++)
+            for (int j = 0; j < Wo; j++) {
+                const float *q = &x[(p * H + 2 * i) * W + 2 * j];
+                const int k = gm_argmax4(q[0], q[1], q[W], q[W + 1]);
+                const long o = (p * Ho + i) * Wo + j;
+                bad += ry[o] != q[(k >> 1) * W + (k & 1)];
+                want[(p * H + 2 * i + (k >> 1)) * W + 2 * j + (k & 1)] += dy[o];
+            }
+    for (size_t i = 0; i < want.size(); i++) bad += rdx[i] != want[i];
+    CHECK(bad == 0, "max pool forward and backward (accumulating into dx), %ld planes of %dx%d with ties: exact (%ld differ)",
+          NC, H, W, bad);
+    cudaFree(dxp); cudaFree(dyp); cudaFree(ddx); cudaFree(dyo);
+}
+
+static void test_concat(void)
+{
+    const int N = 2, Ca = 3, Cb = 5;
+    const long HW = 37;
+    std::vector<float> a = randv(N * Ca * HW, 8), b = randv(N * Cb * HW, 9), bias = randv(Ca + Cb, 10);
+    float *da = up(a), *db = up(b), *dy = up(std::vector<float>(N * (Ca + Cb) * HW)), *dbias = up(bias);
+    float *da2 = up(std::vector<float>(a.size())), *db2 = up(std::vector<float>(b.size()));
+    gk_concat(0, da, db, dy, N, Ca, Cb, HW);
+    std::vector<float> ry = down(dy, N * (Ca + Cb) * HW);
+    gk_split(0, dy, da2, db2, N, Ca, Cb, HW);
+    gk_bias_add(0, dy, dbias, N, Ca + Cb, HW);
+    std::vector<float> ra = down(da2, a.size()), rb = down(db2, b.size()), rby = down(dy, ry.size());
+    long bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < Ca + Cb; c++)
+            for (long q = 0; q < HW; q++) {
+                const long i = ((long)n * (Ca + Cb) + c) * HW + q;
+                const float v = c < Ca ? a[((long)n * Ca + c) * HW + q] : b[((long)n * Cb + c - Ca) * HW + q];
+                bad += ry[i] != v;
+                bad += rby[i] != v + bias[c];
+            }
+    bad += memcmp(ra.data(), a.data(), sizeof(float) * a.size()) != 0;
+    bad += memcmp(rb.data(), b.data(), sizeof(float) * b.size()) != 0;
+    CHECK(bad == 0, "concat, split (its inverse) and bias add, %d + %d channels of %ld pixels: exact (%ld differ)", Ca, Cb,
+          HW, bad);
+    cudaFree(da); cudaFree(db); cudaFree(dy); cudaFree(dbias); cudaFree(da2); cudaFree(db2);
+}
+
+static void test_channel_sum(int N, int C, long HW)
+{
+    std::vector<float> dy = randv((size_t)N * C * HW, 11 + HW);
+    float *d = up(dy), *out = up(std::vector<float>(C));
+    double *scratch = up(std::vector<double>((size_t)C * GK_CSUM_SPLIT));
+    gk_channel_sum(0, d, N, C, HW, out, scratch);
+    std::vector<float> r = down(out, C);
+    double worst = 0;
+    for (int c = 0; c < C; c++) {
+        double s = 0, mag = 0;
+        for (int n = 0; n < N; n++)
+            for (long q = 0; q < HW; q++) { s += dy[((size_t)n * C + c) * HW + q]; mag += fabs(dy[((size_t)n * C + c) * HW + q]); }
+        const double e = fabs(r[c] - s) / (mag + 1e-30);
+        if (!(e <= worst)) worst = e;
+    }
+    CHECK(worst <= 1e-7, "channel sums, %d x %d channels of %ld pixels (%ld values per channel over %d blocks): rel err %.1e",
+          N, C, HW, N * HW, GK_CSUM_SPLIT, worst);
+    cudaFree(d); cudaFree(out); cudaFree(scratch);
+}
+
+static void test_loss(void)
+{
+    const int N = 2, C = 11, CB = (C + 7) / 8;
+    const long HW = 24 * 40;
+    const size_t n = (size_t)N * C * HW;
+    uint64_t s = 21;
+    std::vector<float> z = randv(n, 22, -9.f, 9.f);
+    for (size_t i = 0; i < n; i += 97) z[i] = 0.f;             /* exact zeros: the Dice threshold */
+    std::vector<uint8_t> bits(n / 8), pres(N * CB);
+    for (auto &b : bits) b = (uint8_t)t_rand(&s);
+    for (auto &p : pres) p = (uint8_t)t_rand(&s);
+    pres[0] |= 1; pres[CB] &= (uint8_t)~1;
+    float *dz = up(z), *dd = up(std::vector<float>(n));
+    uint8_t *db = up(bits), *dp = up(pres);
+    double *part = up(std::vector<double>((size_t)N * C));
+    unsigned long long *cnt = up(std::vector<unsigned long long>(3 * C, 7));   /* the kernel adds to these */
+    const float scale = 1.f / (float)n;
+    gk_bce_sum(0, dz, db, dp, N, C, HW, part);
+    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, dd);
+    gk_dice(0, dz, db, dp, N, C, HW, cnt, cnt + C, cnt + 2 * C);
+    std::vector<double> rp = down(part, (size_t)N * C);
+    std::vector<float> rd = down(dd, n);
+    std::vector<unsigned long long> rc = down(cnt, 3 * C);
+    std::vector<unsigned long long> want(3 * C, 7);
+    double worst = 0;
+    long bad = 0;
+    for (int pl = 0; pl < N * C; pl++) {
+        const int c = pl % C, pr = gm_present(pres.data(), C, pl / C, c);
+        double sum = 0;
+        for (long q = 0; q < HW; q++) {
+            const size_t i = (size_t)pl * HW + q;
+            const int t = pr && gm_bit(&bits[(size_t)pl * (HW / 8)], q);
+            sum += gm_bce(z[i], t);
+            bad += rd[i] != gm_bce_grad(z[i], t, scale);
+            const int p = z[i] > 0.f;
+            want[c] += p && t; want[C + c] += p && !t; want[2 * C + c] += !p && t;
+        }
+        const double e = fabs(rp[pl] - sum) / (fabs(sum) + 1e-30);
+        if (!(e <= worst)) worst = e;
+    }
+    CHECK(worst <= 1e-6, "BCE sums per plane (%d planes, present and absent channels): rel err %.1e", N * C, worst);
+    CHECK(bad == 0, "BCE gradient: equal to gm_bce_grad element by element (%ld differ)", bad);
+    CHECK(rc == want, "Dice counts added to what the counters held: exact");
+    cudaFree(dz); cudaFree(dd); cudaFree(db); cudaFree(dp); cudaFree(part); cudaFree(cnt);
+}
+
+static void test_sumsq(size_t n)
+{
+    std::vector<float> x = randv(n, 31 + n);
+    float *d = up(x);
+    double *part = up(std::vector<double>(GK_SUMSQ_BLOCKS));
+    gk_sumsq(0, d, n, part);
+    std::vector<double> r = down(part, GK_SUMSQ_BLOCKS);
+    double s = 0, want = 0;
+    for (double v : r) s += v;
+    for (float v : x) want += (double)v * v;
+    CHECK(fabs(s - want) <= 1e-12 * want, "sum of squares of %zu floats over %d blocks: %.15g vs %.15g", n, GK_SUMSQ_BLOCKS, s,
+          want);
+    cudaFree(d); cudaFree(part);
+}
+
+static void test_adam_inc(void)
+{
+    const size_t n = 5003;
+    std::vector<float> p = randv(n, 41), g = randv(n, 42), m = randv(n, 43, -0.1f, 0.1f), v = randv(n, 44, 0.f, 0.01f);
+    float *dp = up(p), *dg = up(g), *dm = up(m), *dv = up(v);
+    gk_adam(0, dp, dg, dm, dv, n, 0.9f, 0.999f, 0.1f, 0.001f, 1e-8f, 1e-3f / 0.19f, sqrtf(0.002f));
+    std::vector<float> rp = down(dp, n), rm = down(dm, n), rv = down(dv, n);
+    long bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        gm_adam(&p[i], &m[i], &v[i], g[i], 0.9f, 0.999f, 0.1f, 0.001f, 1e-8f, 1e-3f / 0.19f, sqrtf(0.002f));
+        bad += rp[i] != p[i] || rm[i] != m[i] || rv[i] != v[i];
+    }
+    CHECK(bad == 0, "Adam over %zu parameters: equal to gm_adam (%ld differ)", n, bad);
+    std::vector<float> buf(20, 1.f);
+    std::vector<int> off = { 3, 7, 19, 0 };
+    float *db = up(buf);
+    int *doff = up(off);
+    gk_inc(0, db, doff, (int)off.size());
+    std::vector<float> rb = down(db, buf.size());
+    for (int o : off) buf[o] += 1.f;
+    CHECK(rb == buf, "num_batches_tracked increments at %zu offsets", off.size());
+    cudaFree(dp); cudaFree(dg); cudaFree(dm); cudaFree(dv); cudaFree(db); cudaFree(doff);
+}
+
+/* half bits of x as the kernels round (to nearest even), and back */
+static uint16_t half_bits(int kind, float x)
+{
+    if (kind == 1) { __nv_bfloat16_raw r = __float2bfloat16(x); return r.x; }
+    __half_raw r = __float2half(x);
+    return r.x;
+}
+static float half_float(int kind, uint16_t b)
+{
+    if (kind == 1) { __nv_bfloat16_raw r; r.x = b; return __bfloat162float(__nv_bfloat16(r)); }
+    __half_raw r;
+    r.x = b;
+    return __half2float(__half(r));
+}
+
+static void test_casts(int kind, int N, int C, long HW)
+{
+    const size_t n = (size_t)N * C * HW;
+    std::vector<float> x = randv(n, 51 + C, -100.f, 100.f);
+    float *dx = up(x), *back = up(std::vector<float>(n));
+    uint16_t *dh = up(std::vector<uint16_t>(n));
+    gk_to_half_nhwc(0, kind, dx, dh, N, C, HW);
+    gk_from_half_nhwc(0, kind, dh, back, N, C, HW);
+    std::vector<uint16_t> rh = down(dh, n);
+    std::vector<float> rb = down(back, n);
+    long bad = 0;
+    for (int s = 0; s < N; s++)
+        for (int c = 0; c < C; c++)
+            for (long q = 0; q < HW; q++) {
+                const uint16_t h = half_bits(kind, x[((size_t)s * C + c) * HW + q]);
+                bad += rh[((size_t)s * HW + q) * C + c] != h;
+                bad += rb[((size_t)s * C + c) * HW + q] != half_float(kind, h);
+            }
+    CHECK(bad == 0, "%s casts NCHW -> NHWC and back, (%d, %d, %ld): every element rounded and placed (%ld differ)",
+          kind == 1 ? "bf16" : "fp16", N, C, HW, bad);
+    cudaFree(dx); cudaFree(back); cudaFree(dh);
+}
+
+int main(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+        printf("skip: no CUDA device\n");
+        return 77;
+    }
+    if (gk_check_image() != 0) {
+        printf("skip: the kernels were not built for this GPU\n");
+        return 77;
+    }
+    test_elementwise();
+    test_pool();
+    test_concat();
+    test_channel_sum(3, 7, 1000);
+    test_channel_sum(1, 3, 5);          /* fewer values than blocks: most blocks sum nothing */
+    test_channel_sum(2, 33, 64 * 64);
+    test_loss();
+    test_sumsq(12345);
+    test_sumsq(100);                    /* fewer values than blocks */
+    test_adam_inc();
+    for (int kind = 1; kind <= 2; kind++) {
+        test_casts(kind, 2, 40, 37);    /* neither dimension a multiple of the 32x32 tile */
+        test_casts(kind, 1, 64, 9);     /* a KRSC 3x3 filter */
+        test_casts(kind, 3, 8, 1024);
+    }
+    return t_report("test_gpu_kernels");
+}
