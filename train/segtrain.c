@@ -649,16 +649,16 @@ static int open_run(Run *r)
     if (!r->n_subj[CACHE_SPLIT_TRAIN])
         return seg_err(SEG_EARG, "%s has no training subjects (%d val, %d test); give segprep a --split file that puts "
                        "subjects in train", o->cache, r->n_subj[CACHE_SPLIT_VAL], r->n_subj[CACHE_SPLIT_TEST]);
-    int rc = prepare_out(o->out, o->force, o->resume != NULL);
-    if (rc < 0) return seg_err(rc, "--out: %s", seg_errmsg());
-    TRY(fs_join(path, sizeof path, o->out, "label_map.json"));
-    TRY(labels_write_json(path, cache_labels(r->cache)));
-
+    /* the model first: when it does not fit (GPU memory), the run directory is untouched */
     UnetConfig cfg;
     unet_default_config(&cfg, C);
     cfg.n_levels = o->n_levels;
     memcpy(cfg.features, o->features, sizeof cfg.features);
     TRY(unet_create_on(&cfg, o->batch_size, size, size, o->threads, &o->dev, &r->m));
+    int rc = prepare_out(o->out, o->force, o->resume != NULL);
+    if (rc < 0) return seg_err(rc, "--out: %s", seg_errmsg());
+    TRY(fs_join(path, sizeof path, o->out, "label_map.json"));
+    TRY(labels_write_json(path, cache_labels(r->cache)));
     if (o->resume) {
         if ((rc = ckpt_load_model(o->resume, r->m)) < 0 || (rc = ckpt_load_state(r->state_path, r->m, r->info.id)) < 0)
             return seg_err(rc, "--resume: %s", seg_errmsg());

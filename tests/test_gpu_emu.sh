@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The GPU paths of segtrain and segeval on every machine: the programs linked with the CUDA
+# emulator (tests/cuemu; built as $SEGKIT_BUILD/cuemu/bin/*) run the real GPU backend source
+# on the CPU. Checks:
+#  1. test_gpu_emu again with every first-choice cuDNN algorithm declined at run time
+#     (CUEMU_DNN_DECLINE=1) and deterministic algorithms only: the fallback chain works;
+#  2. a short GPU run writes the same files as a CPU run, with the same losses; its
+#     checkpoint gives the same logits on both devices, resumes on the CPU, and a CPU
+#     checkpoint resumes on the GPU; segeval scores it the same on both; bf16 and fp16 runs
+#     finish with finite losses;
+#  3. refusals before anything is written: compute capability 7.5, a missing device index, a
+#     model that does not fit in device memory (an existing run directory keeps its
+#     checkpoints even with --force); --device auto without a device falls back to the CPU.
+set -u
+cd "$(dirname "$0")/.."
+B=${SEGKIT_BUILD:-build}
+BIN=${SEGKIT_BIN:-bin}
+E=$B/cuemu/bin
+PY=${PYTHON:-/usr/bin/python3}
+if [ ! -x "$E/segtrain" ] || [ ! -x "$E/segeval" ] || [ ! -x "$B/tests/test_gpu_emu" ]; then
+    echo "skip: no emulated GPU build in $B/cuemu (it needs the CUDA headers at build time; sanitizer builds leave it out)"
+    exit 77
+fi
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+ok()  { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+
+# ---- 1. the parity test through the algorithm fallbacks ----
+if CUEMU_DNN_DECLINE=1 SEGKIT_CUDNN_DETERMINISTIC=1 "$B/tests/test_gpu_emu" >"$T/decline.txt" 2>&1; then
+    ok "test_gpu_emu with every first-choice algorithm declined, deterministic only: $(tail -1 "$T/decline.txt")"
+else
+    bad "test_gpu_emu with declined algorithms: $(grep -m3 -E '^FAIL|cuemu:' "$T/decline.txt")"
+fi
+
+# ---- 2. the programs on the emulated GPU ----
+"$BIN/synthct" --subjects 3 --seed 5 -q "$T/ds" >/dev/null 2>&1 && "$BIN/segprep" "$T/ds" "$T/cache" --size 32 -q >/dev/null 2>&1 \
+    || { echo "FAIL: could not build the phantom cache"; exit 1; }
+TR=(--epochs 2 --features 8,16 --limit-slices 16 --batch-size 4 --seed 3 --no-progress)
+"$E/segtrain" "$T/cache" --out "$T/gpu" "${TR[@]}" --device cuda >"$T/gpu.txt" 2>&1 || bad "GPU run: $(tail -3 "$T/gpu.txt")"
+"$E/segtrain" "$T/cache" --out "$T/cpu" "${TR[@]}" --device cpu >"$T/cpu.txt" 2>&1 || bad "CPU run: $(tail -3 "$T/cpu.txt")"
+grep -q "device cuda:0 cuemu" "$T/gpu.txt" && ok "segtrain --device cuda runs on the emulated device: $(grep -m1 'device cuda' "$T/gpu.txt" | cut -c1-110)" \
+    || bad "segtrain did not report the emulated device: $(head -5 "$T/gpu.txt")"
+missing=""
+for f in label_map.json best.safetensors checkpoint_epoch2.safetensors checkpoint_epoch2.state.safetensors \
+         training_history.json training_history.png; do [ -s "$T/gpu/$f" ] || missing="$missing $f"; done
+[ -z "$missing" ] && ok "the GPU run writes what a CPU run writes" || bad "GPU run is missing:$missing"
+"$PY" - "$T/cpu/training_history.json" "$T/gpu/training_history.json" <<'EOF' && ok "GPU and CPU runs: the same losses" || bad "GPU and CPU losses differ"
+import json, sys
+a, b = (json.load(open(p))["epochs"] for p in sys.argv[1:])
+worst = max(abs(x[k] - y[k]) / abs(x[k]) for x, y in zip(a, b) for k in ("train_loss", "val_loss"))
+print(f"worst rel diff {worst:.1e} over {len(a)} epochs"); sys.exit(0 if len(a) == len(b) == 2 and worst <= 1e-3 else 1)
+EOF
+"$PY" - "$T/x.safetensors" <<'EOF'
+import json, struct, sys, random
+random.seed(1)
+n = 2 * 32 * 32
+data = struct.pack(f"<{n}f", *[random.uniform(-1, 1) for _ in range(n)])
+h = json.dumps({"x": {"dtype": "F32", "shape": [2, 1, 32, 32], "data_offsets": [0, len(data)]}}).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
+EOF
+CK=$T/gpu/best.safetensors
+"$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lc.safetensors" --device cpu >/dev/null 2>&1 \
+ && "$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lg.safetensors" --device cuda >/dev/null 2>&1 \
+ && "$PY" - "$T/lc.safetensors" "$T/lg.safetensors" <<'EOF' && ok "the GPU checkpoint: same logits on both devices" || bad "GPU checkpoint: logits differ between devices"
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    o = h["logits"]["data_offsets"]; d = b[8 + n + o[0]:8 + n + o[1]]
+    return struct.unpack(f"<{len(d) // 4}f", d)
+a, b = load(sys.argv[1]), load(sys.argv[2])
+m = max(abs(x) for x in a); e = max(abs(x - y) for x, y in zip(a, b)) / m
+print(f"rel err {e:.2e}"); sys.exit(0 if e <= 1e-4 else 1)
+EOF
+"$BIN/segtrain" "$T/cache" --resume "$T/gpu/checkpoint_epoch2.safetensors" --epochs 3 --device cpu --no-progress >"$T/r1.txt" 2>&1 \
+    && [ -f "$T/gpu/checkpoint_epoch3.safetensors" ] && ok "the GPU run resumes on the CPU" || bad "GPU -> CPU resume: $(tail -3 "$T/r1.txt")"
+"$E/segtrain" "$T/cache" --resume "$T/cpu/checkpoint_epoch2.safetensors" --epochs 3 --device cuda --no-progress >"$T/r2.txt" 2>&1 \
+    && [ -f "$T/cpu/checkpoint_epoch3.safetensors" ] && ok "the CPU run resumes on the GPU" || bad "CPU -> GPU resume: $(tail -3 "$T/r2.txt")"
+for dev in cpu cuda; do
+    "$E/segeval" "$CK" "$T/cache" --out "$T/ev_$dev" --split all --device "$dev" --max-3d 0 -q >"$T/ev_$dev.txt" 2>&1 \
+        || bad "segeval --device $dev: $(tail -3 "$T/ev_$dev.txt")"
+done
+"$PY" - "$T/ev_cpu/summary_exp.json" "$T/ev_cuda/summary_exp.json" <<'EOF' && ok "segeval: the same mean Dice on both devices" || bad "segeval: mean Dice differs between devices"
+import json, sys
+a, b = (json.load(open(p))["overall"]["dice_mean_macro"] for p in sys.argv[1:])
+print(a, b); sys.exit(0 if abs(a - b) <= 1e-3 else 1)
+EOF
+for amp in bf16 fp16; do
+    "$E/segtrain" "$T/cache" --out "$T/$amp" --epochs 1 --features 8,16 --limit-slices 16 --batch-size 4 --no-progress \
+        --device cuda --amp "$amp" >"$T/$amp.txt" 2>&1 \
+        && "$PY" -c "import json,math,sys; e=json.load(open(sys.argv[1]))['epochs'][-1]; sys.exit(0 if math.isfinite(e['train_loss']) and math.isfinite(e['val_loss']) else 1)" \
+           "$T/$amp/training_history.json" \
+        && ok "--amp $amp: $(grep -m1 '^epoch' "$T/$amp.txt" | cut -c1-80)" || bad "--amp $amp run: $(tail -3 "$T/$amp.txt")"
+done
+
+# ---- 3. refusals, before anything is written ----
+refuse() {   # what, expected message, env..., -- args...
+    local what="$1" want="$2"; shift 2
+    local envs=(); while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
+    env "${envs[@]}" "$@" >"$T/ref.txt" 2>&1
+    local rc=$?
+    if [ $rc -eq 1 ] && grep -q "$want" "$T/ref.txt"; then ok "$what: exit 1, \"$(grep -m1 -o "$want.*" "$T/ref.txt" | cut -c1-80)\""
+    else bad "$what: exit $rc, $(tail -2 "$T/ref.txt")"; fi
+}
+refuse "compute capability 7.5" "compute capability 7.5" CUEMU_CC=75 -- "$E/segtrain" "$T/cache" --out "$T/cc" "${TR[@]}" --device cuda
+refuse "--device cuda:1 on a one-GPU machine" "has 1 CUDA device" -- "$E/segtrain" "$T/cache" --out "$T/cc" "${TR[@]}" --device cuda:1
+refuse "segtrain, model too large for device memory" "use a smaller --batch-size" CUEMU_MEM_LIMIT=100000 -- \
+    "$E/segtrain" "$T/cache" --out "$T/cc" "${TR[@]}" --device cuda
+refuse "segeval, model too large for device memory" "use a smaller --batch-size" CUEMU_MEM_LIMIT=100000 -- \
+    "$E/segeval" "$CK" "$T/cache" --out "$T/cc" --split all --device cuda -q
+[ -e "$T/cc" ] && bad "a refused run left $T/cc behind: $(ls "$T/cc")" || ok "the refused runs wrote nothing"
+refuse "--force into a run directory, model too large" "use a smaller --batch-size" CUEMU_MEM_LIMIT=100000 -- \
+    "$E/segtrain" "$T/cache" --out "$T/cpu" "${TR[@]}" --device cuda --force
+[ -f "$T/cpu/checkpoint_epoch2.safetensors" ] && [ -f "$T/cpu/best.safetensors" ] && ok "the refused --force run kept the old checkpoints" \
+    || bad "the refused --force run deleted checkpoints: $(ls "$T/cpu")"
+CUEMU_DEVICE_COUNT=0 "$E/segtrain" "$T/cache" --out "$T/auto" "${TR[@]}" --epochs 1 >"$T/auto.txt" 2>&1 \
+    && grep -q "device cpu (no GPU" "$T/auto.txt" && ok "--device auto without a device: $(grep -m1 'device cpu' "$T/auto.txt" | cut -c1-100)" \
+    || bad "--device auto without a device: $(tail -3 "$T/auto.txt")"
+echo "test_gpu_emu: $fails failed"
+[ $fails -eq 0 ]
