@@ -79,7 +79,7 @@ ifeq ($(HAVE_CUDA_HEADERS)$(SAN),1)
                $(EMU)/unet.o $(EMU)/unet_device.o
   EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet.o $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
                $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))
-  EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu $(EMU)/bin/segtrain $(EMU)/bin/segeval
+  EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu $(EMU)/bin/segtrain $(EMU)/bin/segeval $(EMU)/bin/bench_gpu
 endif
 
 # ---- sources -----------------------------------------------------------------
@@ -152,6 +152,9 @@ $(BUILD)/tests/test_gpu_kernels_emu: $(EMU)/test_gpu_kernels.o $(EMU)/gpu_kernel
 $(BUILD)/tests/test_gpu_emu: $(BUILD)/tests/test_gpu.o $(EMU_OBJS) $(LIB_OBJS)
 	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
 $(EMU)/bin/%: $(BUILD)/train/%.o $(EMU_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
+$(EMU)/bin/%: $(BUILD)/tests/%.o $(EMU_OBJS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
 $(EMU)/bin/%: $(BUILD)/eval/%.o $(EMU_OBJS) $(LIB_OBJS)

@@ -7,7 +7,8 @@
 #  2. a short GPU run writes the same files as a CPU run, with the same losses; its
 #     checkpoint gives the same logits on both devices, resumes on the CPU, and a CPU
 #     checkpoint resumes on the GPU; segeval scores it the same on both; bf16 and fp16 runs
-#     finish with finite losses;
+#     finish with finite losses; the GPU benchmark runs (one tiny configuration, real loader
+#     included) and prints the JSON make bench expects;
 #  3. refusals before anything is written: compute capability 7.5, a missing device index, a
 #     model that does not fit in device memory (an existing run directory keeps its
 #     checkpoints even with --force); --device auto without a device falls back to the CPU.
@@ -17,7 +18,7 @@ B=${SEGKIT_BUILD:-build}
 BIN=${SEGKIT_BIN:-bin}
 E=$B/cuemu/bin
 PY=${PYTHON:-/usr/bin/python3}
-if [ ! -x "$E/segtrain" ] || [ ! -x "$E/segeval" ] || [ ! -x "$B/tests/test_gpu_emu" ]; then
+if [ ! -x "$E/segtrain" ] || [ ! -x "$E/segeval" ] || [ ! -x "$E/bench_gpu" ] || [ ! -x "$B/tests/test_gpu_emu" ]; then
     echo "skip: no emulated GPU build in $B/cuemu (it needs the CUDA headers at build time; sanitizer builds leave it out)"
     exit 77
 fi
@@ -94,6 +95,19 @@ for amp in bf16 fp16; do
            "$T/$amp/training_history.json" \
         && ok "--amp $amp: $(grep -m1 '^epoch' "$T/$amp.txt" | cut -c1-80)" || bad "--amp $amp run: $(tail -3 "$T/$amp.txt")"
 done
+
+"$E/bench_gpu" --batches 2 --amps bf16 --size 32 --steps 1 --blocks 1 --cache "$T/cache" --loader-threads 1 \
+    >"$T/bench.json" 2>"$T/bench.err" \
+ && "$PY" - "$T/bench.json" <<'EOF' && ok "bench_gpu runs and reports every figure" || bad "bench_gpu: $(tail -3 "$T/bench.err")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+r = j["runs"]
+keys = ("train_slices_per_s", "gpu_idle_ms_per_step", "infer_slices_per_s", "infer_with_download_slices_per_s",
+        "gpu_memory_mib", "train_loader_slices_per_s", "loader_gpu_idle_ms_per_step")
+bad = [k for k in keys if not (isinstance(r[0].get(k), (int, float)) and r[0][k] >= 0)]
+print(j["device"], r[0]["batch"], r[0]["precision"], bad)
+sys.exit(0 if len(r) == 1 and r[0]["batch"] == 2 and r[0]["precision"] == "bf16" and not bad and r[0]["train_slices_per_s"] > 0 else 1)
+EOF
 
 # ---- 3. refusals, before anything is written ----
 refuse() {   # what, expected message, env..., -- args...

@@ -79,11 +79,11 @@ for dev in cpu $GDEV; do
     "$BIN/segeval" "$CK" "$T/cache" --out "$T/ev_$dev" --split all --device "$dev" --max-3d 0 -q >"$T/ev_$dev.txt" 2>&1 \
         || bad "segeval --device $dev: $(tail -3 "$T/ev_$dev.txt")"
 done
-"$PY" - "$T/ev_cpu/summary_exp.json" "$T/ev_gpu/summary_exp.json" "$T/ev_$GDEV/summary_exp.json" <<'EOF' && ok "segeval: same mean Dice on CPU and GPU" || bad "segeval: mean Dice differs between devices"
+"$PY" - "$T/ev_cpu/summary_exp.json" "$T/ev_$GDEV/summary_exp.json" <<'EOF' && ok "segeval: same mean Dice on CPU and GPU" || bad "segeval: mean Dice differs between devices"
 import json, sys
 def dice(p):
     return json.load(open(p))["overall"]["dice_mean_macro"]
-a, b = dice(sys.argv[1]), dice(sys.argv[3])
+a, b = dice(sys.argv[1]), dice(sys.argv[2])
 print(a, b); sys.exit(0 if abs(a - b) <= 1e-3 else 1)
 EOF
 echo "test_gpu_train: $fails failed"
