@@ -67,11 +67,12 @@ endif
 # ---- the CUDA emulator (tests/cuemu) ---------------------------------------
 # The GPU backend's own source, compiled by g++ against the real CUDA headers and linked
 # with an emulated runtime, cuDNN and cuBLAS, runs test_gpu on the CPU as test_gpu_emu.
-# Needs only the headers (no GPU, no CUDA libraries); left out of sanitizer builds.
+# Needs only the headers (no GPU, no CUDA libraries). Sanitizer builds make the two test
+# programs (ASan then sees the kernels' and the backend's memory accesses), not the CLIs.
 CXX      ?= g++
 HAVE_CUDA_HEADERS := $(shell test -f $(CUDA_HOME)/include/cuda_runtime.h -a -f $(CUDA_HOME)/include/cudnn.h \
                        -a -f $(CUDA_HOME)/include/cublas_v2.h && test "$$(uname -m)" = x86_64 && echo 1 || echo 0)
-ifeq ($(HAVE_CUDA_HEADERS)$(SAN),1)
+ifeq ($(HAVE_CUDA_HEADERS),1)
   EMU       := $(BUILD)/cuemu
   EMU_FLAGS := -std=c++17 -g $(OPT) -Wall -Wno-unused-parameter -Wno-unused-function -pthread -fno-strict-aliasing \
                -Itests/cuemu -I$(CUDA_HOME)/include $(filter-out -Itools,$(CPPFLAGS)) -DSEG_HAVE_CUDA
@@ -79,7 +80,12 @@ ifeq ($(HAVE_CUDA_HEADERS)$(SAN),1)
                $(EMU)/unet.o $(EMU)/unet_device.o
   EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet.o $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
                $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))
-  EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu $(EMU)/bin/segtrain $(EMU)/bin/segeval $(EMU)/bin/bench_gpu
+  EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu
+  ifeq ($(SAN),1)
+    EMU_FLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  else
+    EMU_BINS  += $(EMU)/bin/segtrain $(EMU)/bin/segeval $(EMU)/bin/bench_gpu
+  endif
 endif
 
 # ---- sources -----------------------------------------------------------------

@@ -24,6 +24,9 @@
 #include <sys/mman.h>
 #include <vector>
 #include "cuemu.h"
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 /* ---- errors -------------------------------------------------------------------------------- */
 namespace cuemu {
@@ -248,6 +251,10 @@ static void stacks_init(void)
 static void fiber_init(int i)
 {
     char *top = g_stacks + (size_t)(STACK_BYTES + 4096) * (i + 1);
+#if defined(__SANITIZE_ADDRESS__)
+    /* a fiber leaves its frames' redzones poisoned when it is dropped: clean the stack */
+    __asan_unpoison_memory_region(top - STACK_BYTES, STACK_BYTES);
+#endif
     uint64_t *p = (uint64_t *)top;
     *--p = 0;
     *--p = (uint64_t)(uintptr_t)cuemu_tramp;     /* where cuemu_swap's ret goes */
