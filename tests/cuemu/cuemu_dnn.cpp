@@ -1,7 +1,7 @@
 /* tests/cuemu/cuemu_dnn.cpp : the cuDNN and cuBLAS subset that common/gpu/gpu_net.cu calls,
  * for the CUDA emulator (see cuemu_internal.h). The prototypes are the real headers' own; the
- * results are computed on the CPU by reference loops: convolutions as im2col + one blocked
- * SGEMM over float copies of the tensors (float accumulation), BatchNorm statistics and
+ * results are computed on the CPU by reference loops: convolutions as im2col + one
+ * OpenBLAS SGEMM over float copies of the tensors (float accumulation), BatchNorm statistics and
  * sums in double.
  * As in the real libraries, descriptors and host scalars (alpha, beta) are read when the
  * call is made and the work runs later, in order, on the handle's stream; the arguments
@@ -14,6 +14,7 @@
  * (scratch: a caller that reads them back has a bug), and CUEMU_DNN_DECLINE=1 makes the
  * first algorithm the heuristics offer for each kind of convolution return
  * CUDNN_STATUS_NOT_SUPPORTED when run, so that the caller's fallback gets exercised. */
+#include <cblas.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -131,110 +132,34 @@ static float *scratch(int slot, size_t n)
 }
 
 /* ---- SGEMM ------------------------------------------------------------------------------------ */
-/* Blocked as fast BLAS libraries are: a KC-deep slice of B and an MC x KC block of A are
- * copied into panels (NR columns, MR rows) laid out in the order the inner kernel reads them,
- * and the kernel keeps an MR x NR block of C in registers, as GCC vectors of VW floats:
- * 12 x 16 floats in 12 of the 32 AVX-512 registers, 6 x 16 in 12 of the 16 AVX2 ones. */
-#ifdef __AVX512F__
-enum { MR = 12, VW = 16 };
-#else
-enum { MR = 6, VW = 8 };
-#endif
-enum { NR = 16, KC = 256, MC = 16 * MR, NC = 1024 };
-typedef float Vec __attribute__((vector_size(VW * sizeof(float)), aligned(4)));
-alignas(64) static float g_pa[MC * KC];
-alignas(64) static float g_pb[NC * KC];
-
-/* Panels of R along a width-nw operand, kc deep: dst[(p*kc + l)*R + r] = src[(p + r)*sw + l*sl]
- * (zero past nw). */
-static void pack(const float *src, ptrdiff_t sw, ptrdiff_t sl, int nw, int kc, int R, float *dst)
-{
-    for (int p = 0; p < nw; p += R) {
-        float *d = dst + (size_t)p * kc;
-        const int rr = nw - p < R ? nw - p : R;
-        if (sw == 1) {                  /* read along the width: rows of the source in order */
-            for (int l = 0; l < kc; l++) {
-                const float *s = src + p + l * sl;
-                for (int r = 0; r < R; r++) d[l * R + r] = r < rr ? s[r] : 0.f;
-            }
-            continue;
-        }
-        for (int r = 0; r < R; r++) {
-            const float *s = src + (ptrdiff_t)(p + r) * sw;
-            if (r < rr)
-                for (int l = 0; l < kc; l++) d[l * R + r] = s[l * sl];
-            else
-                for (int l = 0; l < kc; l++) d[l * R + r] = 0.f;
-        }
-    }
-}
-
-/* acc = the MR x NR product of an A panel and kc rows of B, ldb apart (the sums are locals
- * indexed by unrolled constants, so they stay in registers). */
-static void micro(int kc, const float *a, const float *b, ptrdiff_t ldb, float acc[MR][NR])
-{
-    Vec t[MR][NR / VW] = {};
-    for (int l = 0; l < kc; l++, a += MR, b += ldb) {
-        Vec r[NR / VW];
-#pragma GCC unroll 4
-        for (int v = 0; v < NR / VW; v++) r[v] = *(const Vec *)(b + v * VW);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-            for (int v = 0; v < NR / VW; v++) t[i][v] += a[i] * r[v];
-    }
-    memcpy(acc, t, sizeof t);
-}
-
 /* C = alpha * A B + beta * C, C m x n, A m x k, B k x n, each given by a base and two strides:
- * A(i,l) = a[i*ai + l*al], B(l,j) = b[l*bl + j*bj], C(i,j) = c[i*ci + j*cj]. beta 0: C is not
- * read; alpha 0 or k 0: A and B are not read (as the reference BLAS). */
+ * A(i,l) = a[i*ai + l*al], B(l,j) = b[l*bl + j*bj], C(i,j) = c[i*ci + j*cj], one stride of each
+ * being 1 (as every caller's is), through OpenBLAS. beta 0: C is not read (it is cleared
+ * first: it may hold NaN garbage); alpha 0 or k 0: A and B are not read (as the reference BLAS). */
 static void gemm(int m, int n, int k, float alpha, const float *a, ptrdiff_t ai, ptrdiff_t al, const float *b,
                  ptrdiff_t bl, ptrdiff_t bj, float beta, float *c, ptrdiff_t ci, ptrdiff_t cj)
 {
+    static const int one_thread = (openblas_set_num_threads(1), 1);   /* small products: threads only spin */
+    (void)one_thread;
     if (m <= 0 || n <= 0) return;
-    if (k <= 0 || alpha == 0.f) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
-                float *p = c + i * ci + j * cj;
-                *p = beta == 0.f ? 0.f : beta * *p;
-            }
-        return;
-    }
-    if (ci == 1 && cj != 1) {           /* C^T = B^T A^T: C's unit stride along the kernel's rows of NR */
+    if (cj != 1) {                      /* C^T = B^T A^T: a row-major C */
         gemm(n, m, k, alpha, b, bj, bl, a, al, ai, beta, c, cj, ci);
         return;
     }
-    for (int jc = 0; jc < n; jc += NC) {
-        const int nc = n - jc < NC ? n - jc : NC;
-        for (int pc = 0; pc < k; pc += KC) {
-            const int kc = k - pc < KC ? k - pc : KC;
-            /* B with unit column stride is read in place, but for a last partial panel */
-            const bool direct = bj == 1;
-            if (!direct) pack(b + jc * bj + pc * bl, bj, bl, nc, kc, NR, g_pb);
-            else if (nc % NR) pack(b + (jc + nc / NR * NR) + pc * bl, 1, bl, nc % NR, kc, NR, g_pb);
-            for (int ic = 0; ic < m; ic += MC) {
-                const int mc = m - ic < MC ? m - ic : MC;
-                pack(a + ic * ai + pc * al, ai, al, mc, kc, MR, g_pa);
-                for (int jp = 0; jp < nc; jp += NR)
-                    for (int ip = 0; ip < mc; ip += MR) {
-                        float acc[MR][NR];
-                        const bool in_place = direct && nc - jp >= NR;
-                        const float *bp = in_place ? b + pc * bl + jc + jp : direct ? g_pb : g_pb + (size_t)jp * kc;
-                        micro(kc, g_pa + (size_t)ip * kc, bp, in_place ? bl : (ptrdiff_t)NR, acc);
-                        const int ni = mc - ip < MR ? mc - ip : MR, nj = nc - jp < NR ? nc - jp : NR;
-                        for (int i = 0; i < ni; i++) {
-                            float *row = c + (ic + ip + i) * ci + (jc + jp) * cj;
-                            for (int j = 0; j < nj; j++) {
-                                float *p = row + j * cj;
-                                if (pc) *p += alpha * acc[i][j];
-                                else *p = beta == 0.f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *p;
-                            }
-                        }
-                    }
-            }
-        }
+    if (beta == 0.f)
+        for (int i = 0; i < m; i++) memset(c + i * ci, 0, sizeof(float) * n);
+    if (k <= 0 || alpha == 0.f) {
+        if (beta != 0.f)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) c[i * ci + j] *= beta;
+        return;
     }
+    const bool na = al == 1 && ai >= k, nb = bj == 1 && bl >= n;
+    if ((!na && !(ai == 1 && al >= m)) || (!nb && !(bl == 1 && bj >= k)) || ci < n)
+        cuemu::fatal("gemm: strides (%td, %td), (%td, %td), (%td, 1) for %d x %d x %d are not a BLAS layout", ai, al, bl, bj,
+                     ci, m, n, k);
+    cblas_sgemm(CblasRowMajor, na ? CblasNoTrans : CblasTrans, nb ? CblasNoTrans : CblasTrans, m, n, k, alpha, a,
+                (int)(na ? ai : al), b, (int)(nb ? bl : bj), beta, c, (int)ci);
 }
 
 /* ---- convolutions: geometry and algorithms ------------------------------------------------------ */
