@@ -76,7 +76,7 @@ ifeq ($(HAVE_CUDA_HEADERS),1)
   EMU       := $(BUILD)/cuemu
   EMU_FLAGS := -std=c++17 -g $(OPT) -Wall -Wno-unused-parameter -Wno-unused-function -pthread -fno-strict-aliasing \
                -Itests/cuemu -I$(CUDA_HOME)/include $(filter-out -Itools,$(CPPFLAGS)) -DSEG_HAVE_CUDA
-  EMU_OBJS  := $(patsubst common/gpu/%.cu,$(EMU)/%.o,$(CU_SRC)) $(EMU)/cuemu_rt.o $(EMU)/cuemu_dnn.o \
+  EMU_OBJS  := $(patsubst common/gpu/%.cu,$(EMU)/%.o,$(CU_SRC)) $(EMU)/cuemu_rt.o $(EMU)/cuemu_dnn.o $(EMU)/cuemu_blas.o \
                $(EMU)/unet.o $(EMU)/unet_device.o
   EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet.o $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
                $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))

@@ -1,21 +1,18 @@
-/* tests/cuemu/cuemu_dnn.cpp : the cuDNN and cuBLAS subset that common/gpu/gpu_net.cu calls,
+/* tests/cuemu/cuemu_dnn.cpp : the cuDNN subset that common/gpu/gpu_net.cu calls,
  * for the CUDA emulator (see cuemu_internal.h). The prototypes are the real headers' own; the
  * results are computed on the CPU by reference loops: convolutions as im2col + one
- * OpenBLAS SGEMM over float copies of the tensors (float accumulation), BatchNorm statistics and
+ * SGEMM (cuemu_blas.cpp) over float copies of the tensors (float accumulation), BatchNorm statistics and
  * sums in double.
  * As in the real libraries, descriptors and host scalars (alpha, beta) are read when the
  * call is made and the work runs later, in order, on the handle's stream; the arguments
  * real cuDNN 9 / cuBLAS reject get the status they would return, and every tensor, filter,
  * workspace and BatchNorm vector must lie in device memory over its full extent.
  * Float convolutions without FMA math read their operands as TF32, as tensor cores do (so
- * --amp off must pin FMA math to match the CPU); cuBLAS computes in plain float whatever its
- * math mode says.
+ * --amp off must pin FMA math to match the CPU).
  * Test hooks: a convolution overwrites the workspace bytes its algorithm uses with garbage
  * (scratch: a caller that reads them back has a bug), and CUEMU_DNN_DECLINE=1 makes the
  * first algorithm the heuristics offer for each kind of convolution return
  * CUDNN_STATUS_NOT_SUPPORTED when run, so that the caller's fallback gets exercised. */
-#include <cblas.h>
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cudnn.h>
@@ -44,7 +41,6 @@ struct cudnnConvolutionStruct {
     cudnnDataType_t compute;
     cudnnMathType_t math;
 };
-struct cublasContext { cudaStream_t stream; int math; };
 
 static size_t dt_size(cudnnDataType_t t) { return t == CUDNN_DATA_FLOAT ? 4 : 2; }
 static size_t dims_count(const Dims &d) { return (size_t)d.n * d.c * d.h * d.w; }
@@ -129,37 +125,6 @@ static float *scratch(int slot, size_t n)
     static std::vector<float> s[S_N];
     if (s[slot].size() < n) s[slot].resize(n);
     return s[slot].data();
-}
-
-/* ---- SGEMM ------------------------------------------------------------------------------------ */
-/* C = alpha * A B + beta * C, C m x n, A m x k, B k x n, each given by a base and two strides:
- * A(i,l) = a[i*ai + l*al], B(l,j) = b[l*bl + j*bj], C(i,j) = c[i*ci + j*cj], one stride of each
- * being 1 (as every caller's is), through OpenBLAS. beta 0: C is not read (it is cleared
- * first: it may hold NaN garbage); alpha 0 or k 0: A and B are not read (as the reference BLAS). */
-static void gemm(int m, int n, int k, float alpha, const float *a, ptrdiff_t ai, ptrdiff_t al, const float *b,
-                 ptrdiff_t bl, ptrdiff_t bj, float beta, float *c, ptrdiff_t ci, ptrdiff_t cj)
-{
-    static const int one_thread = (openblas_set_num_threads(1), 1);   /* small products: threads only spin */
-    (void)one_thread;
-    if (m <= 0 || n <= 0) return;
-    if (cj != 1) {                      /* C^T = B^T A^T: a row-major C */
-        gemm(n, m, k, alpha, b, bj, bl, a, al, ai, beta, c, cj, ci);
-        return;
-    }
-    if (beta == 0.f)
-        for (int i = 0; i < m; i++) memset(c + i * ci, 0, sizeof(float) * n);
-    if (k <= 0 || alpha == 0.f) {
-        if (beta != 0.f)
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++) c[i * ci + j] *= beta;
-        return;
-    }
-    const bool na = al == 1 && ai >= k, nb = bj == 1 && bl >= n;
-    if ((!na && !(ai == 1 && al >= m)) || (!nb && !(bl == 1 && bj >= k)) || ci < n)
-        cuemu::fatal("gemm: strides (%td, %td), (%td, %td), (%td, 1) for %d x %d x %d are not a BLAS layout", ai, al, bl, bj,
-                     ci, m, n, k);
-    cblas_sgemm(CblasRowMajor, na ? CblasNoTrans : CblasTrans, nb ? CblasNoTrans : CblasTrans, m, n, k, alpha, a,
-                (int)(na ? ai : al), b, (int)(nb ? bl : bj), beta, c, (int)ci);
 }
 
 /* ---- convolutions: geometry and algorithms ------------------------------------------------------ */
@@ -398,7 +363,7 @@ static void conv_fwd_run(const Conv &k, float alpha, float beta, const void *x, 
     for (int n0 = 0; n0 < N; n0 += g) {
         const int gn = N - n0 < g ? N - n0 : g;
         im2col(k, xf, col, n0, gn, false);
-        gemm(K, (int)(gn * PQ), (int)CRS, 1.f, wf, (ptrdiff_t)CRS, 1, col, (ptrdiff_t)(gn * PQ), 1, 0.f, yf + n0 * PQ,
+        cuemu::gemm(K, (int)(gn * PQ), (int)CRS, 1.f, wf, (ptrdiff_t)CRS, 1, col, (ptrdiff_t)(gn * PQ), 1, 0.f, yf + n0 * PQ,
              (ptrdiff_t)(N * PQ), 1);
     }
     blend(k.y, y, yf, PQ, N * PQ, alpha, beta);
@@ -419,7 +384,7 @@ static void conv_bwd_data_run(const Conv &k, float alpha, float beta, const void
     float *col = scratch(S_COL, CRS * g * PQ);
     for (int n0 = 0; n0 < N; n0 += g) {
         const int gn = N - n0 < g ? N - n0 : g;
-        gemm((int)CRS, (int)(gn * PQ), K, 1.f, wf, 1, (ptrdiff_t)CRS, dyf + n0 * PQ, (ptrdiff_t)(N * PQ), 1, 0.f, col,
+        cuemu::gemm((int)CRS, (int)(gn * PQ), K, 1.f, wf, 1, (ptrdiff_t)CRS, dyf + n0 * PQ, (ptrdiff_t)(N * PQ), 1, 0.f, col,
              (ptrdiff_t)(gn * PQ), 1);
         im2col(k, dxf, col, n0, gn, true);
     }
@@ -442,7 +407,7 @@ static void conv_bwd_filter_run(const Conv &k, float alpha, float beta, const vo
     for (int n0 = 0; n0 < N; n0 += g) {
         const int gn = N - n0 < g ? N - n0 : g;
         im2col(k, xf, col, n0, gn, false);
-        gemm(K, (int)CRS, (int)(gn * PQ), 1.f, dyf + n0 * PQ, (ptrdiff_t)(N * PQ), 1, col, 1, (ptrdiff_t)(gn * PQ),
+        cuemu::gemm(K, (int)CRS, (int)(gn * PQ), 1.f, dyf + n0 * PQ, (ptrdiff_t)(N * PQ), 1, col, 1, (ptrdiff_t)(gn * PQ),
              n0 ? 1.f : 0.f, dwf, (ptrdiff_t)CRS, 1);
     }
     if (k.flip) flip_rs(dwf, (size_t)K * k.w.c, RS);          /* the gradient of the turned filter */
@@ -946,116 +911,6 @@ cudnnStatus_t cudnnBatchNormalizationBackward(cudnnHandle_t handle, cudnnBatchNo
         }
     });
     return CUDNN_STATUS_SUCCESS;
-}
-
-/* ---- cuBLAS ------------------------------------------------------------------------------------- */
-const char *cublasGetStatusString(cublasStatus_t status)
-{
-    switch (status) {
-    NAME(CUBLAS_STATUS_SUCCESS);
-    NAME(CUBLAS_STATUS_NOT_INITIALIZED);
-    NAME(CUBLAS_STATUS_ALLOC_FAILED);
-    NAME(CUBLAS_STATUS_INVALID_VALUE);
-    NAME(CUBLAS_STATUS_ARCH_MISMATCH);
-    NAME(CUBLAS_STATUS_MAPPING_ERROR);
-    NAME(CUBLAS_STATUS_EXECUTION_FAILED);
-    NAME(CUBLAS_STATUS_INTERNAL_ERROR);
-    NAME(CUBLAS_STATUS_NOT_SUPPORTED);
-    NAME(CUBLAS_STATUS_LICENSE_ERROR);
-    default: return "CUBLAS_STATUS_UNKNOWN";
-    }
-#undef NAME
-}
-
-cublasStatus_t cublasCreate_v2(cublasHandle_t *handle)
-{
-    if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
-    *handle = (cublasHandle_t)calloc(1, sizeof **handle);
-    return *handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
-}
-
-cublasStatus_t cublasDestroy_v2(cublasHandle_t handle)
-{
-    free(handle);
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId)
-{
-    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-    handle->stream = streamId;
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode)
-{
-    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-    const int base = mode & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
-    if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH && base != CUBLAS_PEDANTIC_MATH &&
-        base != CUBLAS_TF32_TENSOR_OP_MATH)
-        return CUBLAS_STATUS_INVALID_VALUE;
-    handle->math = mode;                /* kept only: we compute in plain float whatever it says */
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-} /* extern "C" */
-
-/* Bytes from the lowest to the highest element of count rows x cols column-major operands
- * ld apart, stride elements from one to the next; *lo: the lowest element's offset. */
-static size_t blas_extent(int rows, int cols, int ld, long long stride, int count, long long *lo)
-{
-    const long long one = (long long)(cols - 1) * ld + rows, span = (long long)(count - 1) * stride;
-    *lo = span < 0 ? span : 0;
-    return sizeof(float) * (size_t)(one + (span < 0 ? -span : span));
-}
-
-/* cublasSgemm_v2 and cublasSgemmStridedBatched: C[i] = alpha op(A[i]) op(B[i]) + beta C[i]. */
-static cublasStatus_t sgemm_batched(const char *api, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                                    int n, int k, const float *alpha, const float *A, int lda, long long sA, const float *B,
-                                    int ldb, long long sB, const float *beta, float *C, int ldc, long long sC, int count)
-{
-    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    const bool ok_a = ta == CUBLAS_OP_N || ta == CUBLAS_OP_T || ta == CUBLAS_OP_C;
-    const bool ok_b = tb == CUBLAS_OP_N || tb == CUBLAS_OP_T || tb == CUBLAS_OP_C;
-    if (!ok_a || !ok_b || m < 0 || n < 0 || k < 0 || count < 0 || !alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
-    const bool na = ta == CUBLAS_OP_N, nb = tb == CUBLAS_OP_N;   /* C (conjugate transpose) is T for reals */
-    const int ar = na ? m : k, ac = na ? k : m, br = nb ? k : n, bc = nb ? n : k;
-    if (lda < (ar > 1 ? ar : 1) || ldb < (br > 1 ? br : 1) || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    if (m == 0 || n == 0 || count == 0) return CUBLAS_STATUS_SUCCESS;
-    const float a = *alpha, b = *beta;
-    long long lo;
-    if (k > 0 && a != 0.f) {
-        size_t bytes = blas_extent(ar, ac, lda, sA, count, &lo);
-        cuemu::check_device(A + lo, bytes, api, "A");
-        bytes = blas_extent(br, bc, ldb, sB, count, &lo);
-        cuemu::check_device(B + lo, bytes, api, "B");
-    }
-    const size_t bytes = blas_extent(m, n, ldc, sC, count, &lo);
-    cuemu::check_device(C + lo, bytes, api, "C");
-    cuemu::enqueue(h->stream, [=] {
-        for (int i = 0; i < count; i++)
-            gemm(m, n, k, a, A + i * sA, na ? 1 : lda, na ? lda : 1, B + i * sB, nb ? 1 : ldb, nb ? ldb : 1, b, C + i * sC,
-                 1, ldc);
-    });
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-extern "C" {
-
-cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
-                              const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
-                              float *C, int ldc)
-{
-    return sgemm_batched("cublasSgemm", handle, transa, transb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
-}
-
-cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
-                                         int n, int k, const float *alpha, const float *A, int lda, long long int strideA,
-                                         const float *B, int ldb, long long int strideB, const float *beta, float *C,
-                                         int ldc, long long int strideC, int batchCount)
-{
-    return sgemm_batched("cublasSgemmStridedBatched", handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb,
-                         strideB, beta, C, ldc, strideC, batchCount);
 }
 
 } /* extern "C" */
