@@ -208,11 +208,12 @@ out:
     unet_free(gpu);
 }
 
-/* Several training steps in a row, a new batch each (so both input slots are reused while
- * the copies of the previous step may still be queued), with gradient clipping, and Dice
- * counts on other targets between the loss and the backward (the backward must still use
- * the loss's targets): every step's loss, clip norm and Dice counts, and the final eval
- * logits, agree with the CPU. */
+/* Several training steps in a row, a new batch each (both input and target slots are
+ * reused), with gradient clipping, and Dice counts on other targets between the loss and the
+ * backward (the backward must still use the loss's targets): every step's loss, clip norm
+ * and Dice counts, and the final eval logits, agree with the CPU. Then three eval forwards
+ * queued back to back with no wait between them (as an inference loop does): the logits are
+ * the last batch's. */
 static void run_steps(const Case *k, int steps)
 {
     char tag[96];
@@ -265,6 +266,17 @@ static void run_steps(const Case *k, int steps)
         const double e = max_rel(lg, unet_logits(m[0]), nl);
         CHECK(e <= 1e-3, "%s: eval logits after the steps rel err %.2e <= 1e-3", tag, e);
     } else CHECK(0, "%s: eval forward after the steps (%s)", tag, seg_errmsg());
+    float *xs = malloc(sizeof(float) * 3 * N * HW);
+    uint64_t s = 77;
+    for (size_t i = 0; i < 3 * (size_t)N * HW; i++) xs[i] = (float)((t_rand(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
+    rc = SEG_OK;
+    for (int b = 0; b < 3 && rc == SEG_OK; b++) rc = unet_forward(m[1], xs + (size_t)b * N * HW, N, 0);
+    lg = rc == SEG_OK ? unet_logits(m[1]) : NULL;
+    if (lg && unet_forward(m[0], xs + 2 * (size_t)N * HW, N, 0) == SEG_OK) {
+        const double e = max_rel(lg, unet_logits(m[0]), nl);
+        CHECK(e <= 1e-3, "%s: three eval forwards back to back: the last batch's logits, rel err %.2e", tag, e);
+    } else CHECK(0, "%s: three eval forwards back to back (%s)", tag, seg_errmsg());
+    free(xs);
     free(x); free(bits); free(dbits); free(pres); free(cnt);
     unet_free(m[0]);
     unet_free(m[1]);

@@ -27,6 +27,13 @@ template <typename T> static T *up(const std::vector<T> &h)
     if (h.size()) CU(cudaMemcpy(d, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
     return d;
 }
+/* Device memory for a kernel's output, not initialised (the emulator fills it with NaN). */
+template <typename T> static T *dev(size_t n)
+{
+    T *d = NULL;
+    CU(cudaMalloc((void **)&d, sizeof(T) * (n ? n : 1)));
+    return d;
+}
 template <typename T> static std::vector<T> down(const T *d, size_t n)
 {
     std::vector<T> h(n);
@@ -68,7 +75,7 @@ static void test_pool(void)
     uint64_t s = 5;
     std::vector<float> x(NC * H * W), dy = randv(NC * Ho * Wo, 6), dx = randv(NC * H * W, 7);
     for (auto &v : x) v = (float)(t_rand(&s) % 3);          /* many ties */
-    float *dxp = up(x), *dyp = up(dy), *ddx = up(dx), *dyo = up(std::vector<float>(NC * Ho * Wo));
+    float *dxp = up(x), *dyp = up(dy), *ddx = up(dx), *dyo = dev<float>(NC * Ho * Wo);
     gk_pool_fwd(0, dxp, dyo, NC, H, W);
     gk_pool_bwd(0, dxp, dyp, ddx, NC, H, W);
     std::vector<float> ry = down(dyo, NC * Ho * Wo), rdx = down(ddx, NC * H * W), want = dx;
@@ -93,8 +100,8 @@ static void test_concat(void)
     const int N = 2, Ca = 3, Cb = 5;
     const long HW = 37;
     std::vector<float> a = randv(N * Ca * HW, 8), b = randv(N * Cb * HW, 9), bias = randv(Ca + Cb, 10);
-    float *da = up(a), *db = up(b), *dy = up(std::vector<float>(N * (Ca + Cb) * HW)), *dbias = up(bias);
-    float *da2 = up(std::vector<float>(a.size())), *db2 = up(std::vector<float>(b.size()));
+    float *da = up(a), *db = up(b), *dy = dev<float>(N * (Ca + Cb) * HW), *dbias = up(bias);
+    float *da2 = dev<float>(a.size()), *db2 = dev<float>(b.size());
     gk_concat(0, da, db, dy, N, Ca, Cb, HW);
     std::vector<float> ry = down(dy, N * (Ca + Cb) * HW);
     gk_split(0, dy, da2, db2, N, Ca, Cb, HW);
@@ -119,8 +126,8 @@ static void test_concat(void)
 static void test_channel_sum(int N, int C, long HW)
 {
     std::vector<float> dy = randv((size_t)N * C * HW, 11 + HW);
-    float *d = up(dy), *out = up(std::vector<float>(C));
-    double *scratch = up(std::vector<double>((size_t)C * GK_CSUM_SPLIT));
+    float *d = up(dy), *out = dev<float>(C);
+    double *scratch = dev<double>((size_t)C * GK_CSUM_SPLIT);
     gk_channel_sum(0, d, N, C, HW, out, scratch);
     std::vector<float> r = down(out, C);
     double worst = 0;
@@ -148,9 +155,9 @@ static void test_loss(void)
     for (auto &b : bits) b = (uint8_t)t_rand(&s);
     for (auto &p : pres) p = (uint8_t)t_rand(&s);
     pres[0] |= 1; pres[CB] &= (uint8_t)~1;
-    float *dz = up(z), *dd = up(std::vector<float>(n));
+    float *dz = up(z), *dd = dev<float>(n);
     uint8_t *db = up(bits), *dp = up(pres);
-    double *part = up(std::vector<double>((size_t)N * C));
+    double *part = dev<double>((size_t)N * C);
     unsigned long long *cnt = up(std::vector<unsigned long long>(3 * C, 7));   /* the kernel adds to these */
     const float scale = 1.f / (float)n;
     gk_bce_sum(0, dz, db, dp, N, C, HW, part);
@@ -186,7 +193,7 @@ static void test_sumsq(size_t n)
 {
     std::vector<float> x = randv(n, 31 + n);
     float *d = up(x);
-    double *part = up(std::vector<double>(GK_SUMSQ_BLOCKS));
+    double *part = dev<double>(GK_SUMSQ_BLOCKS);
     gk_sumsq(0, d, n, part);
     std::vector<double> r = down(part, GK_SUMSQ_BLOCKS);
     double s = 0, want = 0;
@@ -240,8 +247,8 @@ static void test_casts(int kind, int N, int C, long HW)
 {
     const size_t n = (size_t)N * C * HW;
     std::vector<float> x = randv(n, 51 + C, -100.f, 100.f);
-    float *dx = up(x), *back = up(std::vector<float>(n));
-    uint16_t *dh = up(std::vector<uint16_t>(n));
+    float *dx = up(x), *back = dev<float>(n);
+    uint16_t *dh = dev<uint16_t>(n);
     gk_to_half_nhwc(0, kind, dx, dh, N, C, HW);
     gk_from_half_nhwc(0, kind, dh, back, N, C, HW);
     std::vector<uint16_t> rh = down(dh, n);

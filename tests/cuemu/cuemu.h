@@ -2,7 +2,8 @@
  * into segkit's .cu files when they are compiled as C++ for the emulated build. It brings
  * in the real CUDA, cuDNN and cuBLAS headers (types and prototypes), then gives the kernel
  * language what g++ lacks: threadIdx/blockIdx/blockDim/gridDim, __shared__ (one copy per
- * block: blocks run one after another), __syncthreads, __shfl_down_sync, atomicAdd, and
+ * variable: blocks run one after another; not poisoned between blocks, unlike the NaN-filled
+ * device memory: g++ 12 ignores section attributes inside templates), __syncthreads, __shfl_down_sync, atomicAdd, and
  * the launch: tools/cuemu_launch.pl rewrites `k<<<grid, block, shmem, stream>>>(args)` into
  * `cuemu::Launch("k", grid, block, shmem, stream).go(k, args)`, which queues the grid on
  * the stream. Each thread of a block runs on its own fiber, so barriers and warp shuffles
@@ -43,6 +44,9 @@ template <typename Tup, size_t... I> inline void check_args(const char *k, const
     (check_arg(k, (int)I, std::get<I>(t)), ...);
 }
 
+/* Copy-initialisation: only the implicit conversions a launch allows (no void* -> float*). */
+template <typename T> inline T implicit(T v) { return v; }
+
 struct Launch {
     const char *name;
     dim3 grid, block;
@@ -55,7 +59,7 @@ struct Launch {
     {
         static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
         if (!launch_ok(name, grid, block, shmem)) return;
-        std::tuple<typename std::decay<P>::type...> args(static_cast<P>(a)...);
+        std::tuple<typename std::decay<P>::type...> args(implicit<P>(std::forward<A>(a))...);
         check_args(name, args, std::index_sequence_for<P...>{});
         const char *nm = name;
         const dim3 g = grid, b = block;

@@ -3,16 +3,29 @@
  * cuDNN convolutions (OpenBLAS, one thread). As in the real library, host scalars are read
  * when the call is made, the work runs later on the handle's stream, invalid arguments get
  * CUBLAS_STATUS_INVALID_VALUE and every operand must lie in device memory over its full
- * extent. The math mode is checked and kept; the products are plain float whatever it says. */
+ * extent. CUBLAS_TF32_TENSOR_OP_MATH reads A and B as TF32; the other modes are plain float. */
 #include <cblas.h>
 #include <cublas_v2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <vector>
 #include "cuemu_internal.h"
 
 struct cublasContext { cudaStream_t stream; int math; };
 
 namespace cuemu {
+
+/* Float data on tensor cores (sm_80+) is read as TF32: 10 mantissa bits, rounded to nearest. */
+void tf32_round(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &p[i], 4);
+        if ((b & 0x7f800000u) == 0x7f800000u) continue;      /* inf, NaN */
+        b = (b + 0x1000u) & ~0x1fffu;
+        memcpy(&p[i], &b, 4);
+    }
+}
 
 /* C = alpha * A B + beta * C, C m x n, A m x k, B k x n, each given by a base and two strides:
  * A(i,l) = a[i*ai + l*al], B(l,j) = b[l*bl + j*bj], C(i,j) = c[i*ci + j*cj], one stride of each
@@ -93,7 +106,7 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode)
     if (base != CUBLAS_DEFAULT_MATH && base != CUBLAS_TENSOR_OP_MATH && base != CUBLAS_PEDANTIC_MATH &&
         base != CUBLAS_TF32_TENSOR_OP_MATH)
         return CUBLAS_STATUS_INVALID_VALUE;
-    handle->math = mode;                /* kept only: we compute in plain float whatever it says */
+    handle->math = mode;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -131,10 +144,25 @@ static cublasStatus_t sgemm_batched(const char *api, cublasHandle_t h, cublasOpe
     }
     const size_t bytes = blas_extent(m, n, ldc, sC, count, &lo);
     cuemu::check_device(C + lo, bytes, api, "C");
+    /* TF32 tensor op math reads A and B as TF32 (copies of their whole extents, rounded) */
+    const bool tf32 = k > 0 && a != 0.f && (h->math & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) == CUBLAS_TF32_TENSOR_OP_MATH;
     cuemu::enqueue(h->stream, [=] {
+        std::vector<float> ta, tb;
+        const float *pa = A, *pb = B;
+        if (tf32) {
+            long long la, lb;
+            const size_t ea = blas_extent(ar, ac, lda, sA, count, &la) / sizeof(float);
+            const size_t eb = blas_extent(br, bc, ldb, sB, count, &lb) / sizeof(float);
+            ta.assign(A + la, A + la + ea);
+            tb.assign(B + lb, B + lb + eb);
+            cuemu::tf32_round(ta.data(), ea);
+            cuemu::tf32_round(tb.data(), eb);
+            pa = ta.data() - la;
+            pb = tb.data() - lb;
+        }
         for (int i = 0; i < count; i++)
-            cuemu::gemm(m, n, k, a, A + i * sA, na ? 1 : lda, na ? lda : 1, B + i * sB, nb ? 1 : ldb, nb ? ldb : 1, b, C + i * sC,
-                 1, ldc);
+            cuemu::gemm(m, n, k, a, pa + i * sA, na ? 1 : lda, na ? lda : 1, pb + i * sB, nb ? 1 : ldb, nb ? ldb : 1, b,
+                        C + i * sC, 1, ldc);
     });
     return CUBLAS_STATUS_SUCCESS;
 }

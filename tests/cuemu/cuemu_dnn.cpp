@@ -135,18 +135,6 @@ struct Conv {                           /* a checked convolution, copied for the
     bool tf32;                          /* float data without FMA math: tensor cores read TF32 */
 };
 
-/* Float data on tensor cores (sm_80+) is read as TF32: 10 mantissa bits, rounded to nearest. */
-static void tf32_round(float *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t b;
-        memcpy(&b, &p[i], 4);
-        if ((b & 0x7f800000u) == 0x7f800000u) continue;      /* inf, NaN */
-        b = (b + 0x1000u) & ~0x1fffu;
-        memcpy(&p[i], &b, 4);
-    }
-}
-
 static cudnnStatus_t conv_check(const cudnnTensorStruct *xd, const cudnnFilterStruct *wd, const cudnnConvolutionStruct *cv,
                                 const cudnnTensorStruct *yd, Conv *k)
 {
@@ -344,7 +332,7 @@ static float *filter_f(const Conv &k, const void *w)
     float *f = scratch(S_W, (size_t)K * C * RS);
     gather(k.w, w, f, (size_t)C * RS, RS);
     if (k.flip) flip_rs(f, (size_t)K * C, RS);
-    if (k.tf32) tf32_round(f, (size_t)K * C * RS);
+    if (k.tf32) cuemu::tf32_round(f, (size_t)K * C * RS);
     return f;
 }
 
@@ -355,7 +343,7 @@ static void conv_fwd_run(const Conv &k, float alpha, float beta, const void *x, 
     const size_t HW = (size_t)k.x.h * k.x.w, PQ = (size_t)k.y.h * k.y.w, CRS = (size_t)k.w.c * k.w.h * k.w.w;
     float *xf = scratch(S_X, (size_t)k.x.c * N * HW);          /* float CNHW copies */
     gather(k.x, x, xf, HW, N * HW);
-    if (k.tf32) tf32_round(xf, (size_t)k.x.c * N * HW);
+    if (k.tf32) cuemu::tf32_round(xf, (size_t)k.x.c * N * HW);
     const float *wf = filter_f(k, w);
     float *yf = scratch(S_Y, (size_t)K * N * PQ);
     const int g = group_of(N, CRS * PQ);
@@ -377,7 +365,7 @@ static void conv_bwd_data_run(const Conv &k, float alpha, float beta, const void
     const float *wf = filter_f(k, w);
     float *dyf = scratch(S_Y, (size_t)K * N * PQ);
     gather(k.y, dy, dyf, PQ, N * PQ);
-    if (k.tf32) tf32_round(dyf, (size_t)K * N * PQ);
+    if (k.tf32) cuemu::tf32_round(dyf, (size_t)K * N * PQ);
     float *dxf = scratch(S_X, (size_t)k.x.c * N * HW);
     memset(dxf, 0, sizeof(float) * k.x.c * N * HW);
     const int g = group_of(N, CRS * PQ);
@@ -400,7 +388,7 @@ static void conv_bwd_filter_run(const Conv &k, float alpha, float beta, const vo
     gather(k.x, x, xf, HW, N * HW);
     float *dyf = scratch(S_Y, (size_t)K * N * PQ);
     gather(k.y, dy, dyf, PQ, N * PQ);
-    if (k.tf32) { tf32_round(xf, (size_t)k.x.c * N * HW); tf32_round(dyf, (size_t)K * N * PQ); }
+    if (k.tf32) { cuemu::tf32_round(xf, (size_t)k.x.c * N * HW); cuemu::tf32_round(dyf, (size_t)K * N * PQ); }
     float *dwf = scratch(S_W, (size_t)K * CRS);
     const int g = group_of(N, CRS * PQ);
     float *col = scratch(S_COL, CRS * g * PQ);

@@ -28,6 +28,9 @@ void check_device(const void *p, size_t bytes, const char *api, const char *what
 /* Is p inside a live device allocation? */
 bool is_device(const void *p);
 
+/* Round n floats to TF32 (10 mantissa bits, to nearest), as tensor cores read fp32 data. */
+void tf32_round(float *p, size_t n);
+
 /* C = alpha * A B + beta * C (cuemu_blas.cpp): C m x n, A m x k, B k x n, each a base and two
  * strides, A(i,l) = a[i*ai + l*al] etc., one of each pair 1. beta 0: C is not read. */
 void gemm(int m, int n, int k, float alpha, const float *a, ptrdiff_t ai, ptrdiff_t al, const float *b, ptrdiff_t bl,

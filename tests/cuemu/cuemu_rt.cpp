@@ -6,16 +6,21 @@
  * against the table.
  * Streams. Every stream is a queue; nothing runs until the host waits (stream or event
  * synchronize, a synchronous copy, cudaFree) and then only what that wait needs, following
- * cudaStreamWaitEvent dependencies into other streams. Copies from pinned host memory read
- * it when they run, as DMA does; pageable copies are synchronous, as in CUDA.
+ * cudaStreamWaitEvent dependencies into other streams; the legacy default stream and the
+ * blocking streams wait for each other, as in CUDA. Copies from pinned host memory read it
+ * when they run, as DMA does; a pageable source is staged at the call, a pageable
+ * destination makes the call synchronous, as in CUDA.
  * Kernels. A grid runs block after block; in a block every thread is a fiber with its own
  * stack, switched by a few instructions of assembly (x86-64) at __syncthreads and at warp
- * shuffles. The first block of each launch runs on fibers; when it never met a barrier the
- * others run as plain calls, which is much faster. */
+ * shuffles. Between two barriers the warps run one after another, each as far as it can, in
+ * an order drawn afresh (seeded by the block, so runs repeat) for every phase, so a missing
+ * barrier shows. The first block of each launch runs on fibers; when it never met a barrier
+ * the  * others run as plain calls, which is much faster. */
 #include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +123,7 @@ struct CUstream_st {
     uint64_t next_seq = 1, done_seq = 0;
     unsigned flags = 0;
     bool draining = false;
+    bool destroyed = false;
 };
 
 struct CUevent_st {
@@ -125,16 +131,36 @@ struct CUevent_st {
     uint64_t seq = 0, gen = 0;
     unsigned flags = 0;
     bool timed = false;                /* the last record ran and set t */
+    bool destroyed = false;            /* cudaEventDestroy was called */
+    int pending = 0;                   /* its record ops not yet run (they refer to it) */
     double t_ms = 0;
 };
 
 static CUstream_st g_legacy;
-static std::vector<CUstream_st *> g_streams = { &g_legacy };
+/* every stream ever created (destroyed ones stay: events may refer to them); never freed,
+ * so they stay reachable for the leak checker after the globals are destroyed */
+static std::vector<CUstream_st *> &g_streams = *new std::vector<CUstream_st *>{ &g_legacy };
 
 static CUstream_st *stream_of(cudaStream_t s) { return s ? (CUstream_st *)s : &g_legacy; }
 
-static uint64_t push(CUstream_st *s, std::function<void()> fn, CUstream_st *ws = NULL, uint64_t wseq = 0)
+static uint64_t push(CUstream_st *s, std::function<void()> fn, CUstream_st *ws = NULL, uint64_t wseq = 0);
+
+/* The legacy default stream and the blocking streams (created without cudaStreamNonBlocking)
+ * wait for each other: work queued on one waits for what is queued on the others. */
+static void implicit_waits(CUstream_st *s)
 {
+    if (s != &g_legacy && (s->flags & cudaStreamNonBlocking)) return;
+    for (CUstream_st *o : g_streams) {
+        if (o == s || o->destroyed || o->done_seq + 1 >= o->next_seq) continue;   /* nothing pending */
+        if (s != &g_legacy && o != &g_legacy) continue;
+        if (o != &g_legacy && (o->flags & cudaStreamNonBlocking)) continue;
+        push(s, std::function<void()>(), o, o->next_seq - 1);
+    }
+}
+
+static uint64_t push(CUstream_st *s, std::function<void()> fn, CUstream_st *ws, uint64_t wseq)
+{
+    if (!ws) implicit_waits(s);
     Op op;
     op.seq = s->next_seq++;
     op.fn = std::move(fn);
@@ -288,6 +314,7 @@ unsigned long long shfl_down_bits(unsigned mask, unsigned long long v, unsigned 
 {
     if (mask != 0xffffffffu) fatal("kernel %s: __shfl_down_sync with a partial mask (%#x): not emulated", g_kernel, mask);
     if (width != 32) fatal("kernel %s: __shfl_down_sync of width %d: not emulated", g_kernel, width);
+    if (!g_fiber_mode) block_on(F_SHFL);                  /* reports the kernel and stops */
     Fiber &f = g_fib[g_cur];
     const unsigned lane = (unsigned)g_cur & 31;
     f.val = v;
@@ -302,37 +329,61 @@ static const char *state_name(int s)
     return s == F_READY ? "running" : s == F_SYNC ? "__syncthreads" : s == F_SHFL ? "__shfl_down_sync" : "exited";
 }
 
-/* Run one block with every thread on a fiber until all have exited. */
-static void run_block_fibers(int nt)
+/* Run warp w (lanes w..w+n) until each lane exited or waits at __syncthreads: its shuffles
+ * complete as soon as all 32 lanes are in one, without waiting for the other warps (a warp
+ * runs ahead of the others as far as the barriers let it). Lanes run in the order `ord`. */
+static void run_warp(int w, int n, const int *ord)
 {
-    for (int i = 0; i < nt; i++) fiber_init(i);
     for (;;) {
-        for (int i = 0; i < nt; i++) {
+        for (int k = 0; k < 32; k++) {
+            if (ord[k] >= n) continue;
+            const int i = w + ord[k];
             if (g_fib[i].state != F_READY) continue;
             g_cur = i;
             cuemu::cur_tid = g_fib[i].tid;
             cuemu_swap(&g_sched_sp, g_fib[i].sp);
         }
         g_cur = -1;
-        int done = 0, sync = 0, released = 0;
+        int sh = 0;
+        for (int i = w; i < w + n; i++) sh += g_fib[i].state == F_SHFL;
+        if (!sh) return;
+        if (sh != 32) {
+            fprintf(stderr, "cuemu: kernel %s, block (%u,%u,%u): a full-mask shuffle in warp %d while lanes are elsewhere:",
+                    g_kernel, cuemu::cur_bid.x, cuemu::cur_bid.y, cuemu::cur_bid.z, w / 32);
+            for (int i = w; i < w + n; i++) fprintf(stderr, " %d:%s", i - w, state_name(g_fib[i].state));
+            cuemu::fatal("deadlock or undefined behaviour on a GPU");
+        }
+        for (int i = w; i < w + 32; i++) g_fib[i].res = g_fib[g_fib[i].src].val;
+        for (int i = w; i < w + 32; i++) g_fib[i].state = F_READY;
+    }
+}
+
+/* Run one block with every thread on a fiber until all have exited. Between two barriers
+ * the warps run one after another, each as far as it can, in an order drawn afresh for every
+ * phase (and the lanes of a warp too), seeded by the block: a kernel that needs a barrier it
+ * lacks sees another warp's writes too early or too late, reproducibly. */
+static void run_block_fibers(int nt, uint64_t seed)
+{
+    for (int i = 0; i < nt; i++) fiber_init(i);
+    const int nw = (nt + 31) / 32;
+    int word[MAX_THREADS / 32], lane[32];
+    uint64_t r = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (;;) {
+        for (int i = 0; i < nw; i++) word[i] = i;
+        for (int i = 0; i < 32; i++) lane[i] = i;
+        for (int i = nw - 1; i > 0; i--) {                  /* Fisher-Yates with xorshift */
+            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+            std::swap(word[i], word[r % (uint64_t)(i + 1)]);
+        }
+        for (int i = 31; i > 0; i--) {
+            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+            std::swap(lane[i], lane[r % (uint64_t)(i + 1)]);
+        }
+        for (int k = 0; k < nw; k++) run_warp(word[k] * 32, std::min(32, nt - word[k] * 32), lane);
+        int done = 0, sync = 0;
         for (int i = 0; i < nt; i++) { done += g_fib[i].state == F_DONE; sync += g_fib[i].state == F_SYNC; }
         if (done == nt) return;
-        for (int w = 0; w < nt; w += 32) {             /* a warp's shuffle completes when all 32 lanes are in it */
-            int n = 0, lanes = std::min(32, nt - w);
-            for (int i = w; i < w + lanes; i++) n += g_fib[i].state == F_SHFL;
-            if (!n) continue;
-            if (n != 32) {
-                fprintf(stderr, "cuemu: kernel %s, block (%u,%u,%u): a full-mask shuffle in warp %d while lanes are elsewhere:",
-                        g_kernel, cuemu::cur_bid.x, cuemu::cur_bid.y, cuemu::cur_bid.z, w / 32);
-                for (int i = w; i < w + lanes; i++) fprintf(stderr, " %d:%s", i - w, state_name(g_fib[i].state));
-                cuemu::fatal("deadlock or undefined behaviour on a GPU");
-            }
-            for (int i = w; i < w + 32; i++) g_fib[i].res = g_fib[g_fib[i].src].val;
-            for (int i = w; i < w + 32; i++) g_fib[i].state = F_READY;
-            released++;
-        }
-        if (released) continue;
-        if (sync + done == nt && done == 0) {
+        if (sync == nt) {
             for (int i = 0; i < nt; i++) g_fib[i].state = F_READY;
             continue;
         }
@@ -374,7 +425,7 @@ void run_grid(const char *name, dim3 g, dim3 b, const std::function<void()> &bod
             for (unsigned x = 0; x < g.x; x++) {
                 cur_bid = make_uint3(x, y, z);
                 g_fiber_mode = first || g_barrier_seen;
-                if (g_fiber_mode) run_block_fibers(nt);
+                if (g_fiber_mode) run_block_fibers(nt, ((uint64_t)z * g.y + y) * g.x + x);
                 else
                     for (int i = 0; i < nt; i++) { cur_tid = g_fib[i].tid; body(); }
                 first = false;
@@ -536,9 +587,15 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     kind = check_copy(dst, src, n, kind, "cudaMemcpyAsync");
     CUstream_st *st = stream_of(s);
     const void *host = kind == cudaMemcpyHostToDevice ? src : kind == cudaMemcpyDeviceToHost ? dst : NULL;
-    if (host && !is_pinned(host)) {                      /* pageable: the call returns when the copy is done */
-        drain(st);
-        memcpy(dst, src, n);
+    if (host && !is_pinned(host)) {
+        if (kind == cudaMemcpyDeviceToHost) {            /* pageable destination: returns when the copy is done */
+            drain(st);
+            memcpy(dst, src, n);
+            return cudaSuccess;
+        }
+        /* pageable source: staged now (the caller may reuse it on return), written in stream order */
+        std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + n);
+        push(st, [=]() { memcpy(dst, stage->data(), n); });
         return cudaSuccess;
     }
     push(st, [=]() { memcpy(dst, src, n); });
@@ -550,8 +607,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
     LOCK();
     if (!n) return cudaSuccess;
     check_copy(dst, src, n, kind, "cudaMemcpy");
+    push(&g_legacy, [=]() { memcpy(dst, src, n); });   /* after the legacy and blocking streams' work */
     drain(&g_legacy);
-    memcpy(dst, src, n);
     return cudaSuccess;
 }
 
@@ -564,13 +621,7 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
     return cudaSuccess;
 }
 
-cudaError_t cudaMemset(void *p, int v, size_t n)
-{
-    LOCK();
-    cudaError_t e = cudaMemsetAsync(p, v, n, 0);
-    drain(&g_legacy);
-    return e;
-}
+cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, 0); }   /* async for device memory */
 
 /* streams */
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags)
@@ -590,11 +641,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
     LOCK();
     if (!s) return fail(cudaErrorInvalidResourceHandle);
     CUstream_st *st = (CUstream_st *)s;
-    auto it = std::find(g_streams.begin(), g_streams.end(), st);
-    if (it == g_streams.end()) return fail(cudaErrorInvalidResourceHandle);
-    drain(st);
-    g_streams.erase(it);
-    delete st;
+    if (st->destroyed || std::find(g_streams.begin(), g_streams.end(), st) == g_streams.end())
+        return fail(cudaErrorInvalidResourceHandle);
+    drain(st);                          /* its work completes, as on a device */
+    st->destroyed = true;               /* kept: events recorded on it may still be waited on */
     return cudaSuccess;
 }
 
@@ -618,8 +668,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
     LOCK();
     if (!e) return fail(cudaErrorInvalidResourceHandle);
     CUevent_st *ev = (CUevent_st *)e;
-    if (ev->s && ev->s->done_seq < ev->seq) drain(ev->s);   /* its record op refers to it */
-    delete ev;
+    ev->destroyed = true;               /* freed by its last queued record op, or now */
+    if (!ev->pending) delete ev;
     return cudaSuccess;
 }
 
@@ -632,7 +682,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
     const uint64_t gen = ++ev->gen;
     ev->timed = false;
     ev->s = st;
-    ev->seq = push(st, [ev, gen]() { if (ev->gen == gen) { ev->t_ms = now_ms(); ev->timed = true; } });
+    ev->pending++;
+    ev->seq = push(st, [ev, gen]() {
+        if (--ev->pending == 0 && ev->destroyed) { delete ev; return; }
+        if (ev->gen != gen) return;                     /* re-recorded since */
+        ev->t_ms = now_ms();
+        ev->timed = true;
+    });
     return cudaSuccess;
 }
 
