@@ -155,17 +155,14 @@ $(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.
 	$(CXX) $(EMU_FLAGS) -Itests -include cuemu.h -x c++ -c $< -o $@
 $(BUILD)/tests/test_gpu_kernels_emu: $(EMU)/test_gpu_kernels.o $(EMU)/gpu_kernels.o $(EMU)/cuemu_rt.o
 	$(CXX) $(LDFLAGS) $^ -lm -o $@
-$(BUILD)/tests/test_gpu_emu: $(BUILD)/tests/test_gpu.o $(EMU_OBJS) $(LIB_OBJS)
-	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
-$(EMU)/bin/%: $(BUILD)/train/%.o $(EMU_OBJS) $(LIB_OBJS)
+# programs on the emulated GPU: their main object, then the emulated backend
+$(BUILD)/tests/test_gpu_emu: $(BUILD)/tests/test_gpu.o
+$(EMU)/bin/segtrain: $(BUILD)/train/segtrain.o
+$(EMU)/bin/segeval: $(BUILD)/eval/segeval.o
+$(EMU)/bin/bench_gpu: $(BUILD)/tests/bench_gpu.o
+$(BUILD)/tests/test_gpu_emu $(EMU)/bin/segtrain $(EMU)/bin/segeval $(EMU)/bin/bench_gpu: $(EMU_OBJS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
-$(EMU)/bin/%: $(BUILD)/tests/%.o $(EMU_OBJS) $(LIB_OBJS)
-	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
-$(EMU)/bin/%: $(BUILD)/eval/%.o $(EMU_OBJS) $(LIB_OBJS)
-	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) $< $(EMU_LINK) -o $@
+	$(CXX) $(LDFLAGS) $(filter-out $(EMU_OBJS) $(LIB_OBJS),$^) $(EMU_LINK) -o $@
 
 $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -53,28 +53,11 @@ a, b = (json.load(open(p))["epochs"] for p in sys.argv[1:])
 worst = max(abs(x[k] - y[k]) / abs(x[k]) for x, y in zip(a, b) for k in ("train_loss", "val_loss"))
 print(f"worst rel diff {worst:.1e} over {len(a)} epochs"); sys.exit(0 if len(a) == len(b) == 2 and worst <= 1e-3 else 1)
 EOF
-"$PY" - "$T/x.safetensors" <<'EOF'
-import json, struct, sys, random
-random.seed(1)
-n = 2 * 32 * 32
-data = struct.pack(f"<{n}f", *[random.uniform(-1, 1) for _ in range(n)])
-h = json.dumps({"x": {"dtype": "F32", "shape": [2, 1, 32, 32], "data_offsets": [0, len(data)]}}).encode()
-h += b" " * (-len(h) % 8)
-open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
-EOF
+"$PY" tests/forward_io.py input "$T/x.safetensors" 2 32
 CK=$T/gpu/best.safetensors
 "$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lc.safetensors" --device cpu >/dev/null 2>&1 \
  && "$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lg.safetensors" --device cuda >/dev/null 2>&1 \
- && "$PY" - "$T/lc.safetensors" "$T/lg.safetensors" <<'EOF' && ok "the GPU checkpoint: same logits on both devices" || bad "GPU checkpoint: logits differ between devices"
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
-    o = h["logits"]["data_offsets"]; d = b[8 + n + o[0]:8 + n + o[1]]
-    return struct.unpack(f"<{len(d) // 4}f", d)
-a, b = load(sys.argv[1]), load(sys.argv[2])
-m = max(abs(x) for x in a); e = max(abs(x - y) for x, y in zip(a, b)) / m
-print(f"rel err {e:.2e}"); sys.exit(0 if e <= 1e-4 else 1)
-EOF
+ && "$PY" tests/forward_io.py compare "$T/lc.safetensors" "$T/lg.safetensors" 1e-4 && ok "the GPU checkpoint: same logits on both devices" || bad "GPU checkpoint: logits differ between devices"
 "$BIN/segtrain" "$T/cache" --resume "$T/gpu/checkpoint_epoch2.safetensors" --epochs 3 --device cpu --no-progress >"$T/r1.txt" 2>&1 \
     && [ -f "$T/gpu/checkpoint_epoch3.safetensors" ] && ok "the GPU run resumes on the CPU" || bad "GPU -> CPU resume: $(tail -3 "$T/r1.txt")"
 "$E/segtrain" "$T/cache" --resume "$T/cpu/checkpoint_epoch2.safetensors" --epochs 3 --device cuda --no-progress >"$T/r2.txt" 2>&1 \

@@ -51,28 +51,11 @@ sys.exit(0 if abs(g - c) <= 0.05 and abs(b - c) <= 0.08 and abs(lg - lc) <= 0.05
 EOF
 
 # ---- 2. the GPU checkpoint everywhere ----
-"$PY" - "$T/x.safetensors" <<'EOF'
-import json, struct, sys, random
-random.seed(1)
-n = 3 * 64 * 64
-data = struct.pack(f"<{n}f", *[random.uniform(-1, 1) for _ in range(n)])
-h = json.dumps({"x": {"dtype": "F32", "shape": [3, 1, 64, 64], "data_offsets": [0, len(data)]}}).encode()
-h += b" " * (-len(h) % 8)
-open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
-EOF
+"$PY" tests/forward_io.py input "$T/x.safetensors" 3 64
 CK=$T/gpu/best.safetensors
 "$BIN/segtrain" forward "$CK" "$T/x.safetensors" "$T/lc.safetensors" --device cpu >/dev/null 2>&1 \
  && "$BIN/segtrain" forward "$CK" "$T/x.safetensors" "$T/lg.safetensors" --device "$GDEV" >/dev/null 2>&1 \
- && "$PY" - "$T/lc.safetensors" "$T/lg.safetensors" <<'EOF' && ok "GPU checkpoint: CPU and GPU logits agree" || bad "GPU checkpoint: logits differ between devices"
-import json, struct, sys
-def load(p):
-    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
-    o = h["logits"]["data_offsets"]; d = b[8 + n + o[0]:8 + n + o[1]]
-    return struct.unpack(f"<{len(d) // 4}f", d)
-a, b = load(sys.argv[1]), load(sys.argv[2])
-m = max(abs(x) for x in a); e = max(abs(x - y) for x, y in zip(a, b)) / m
-print(f"rel err {e:.2e}"); sys.exit(0 if e <= 1e-4 else 1)
-EOF
+ && "$PY" tests/forward_io.py compare "$T/lc.safetensors" "$T/lg.safetensors" 1e-4 && ok "GPU checkpoint: CPU and GPU logits agree" || bad "GPU checkpoint: logits differ between devices"
 "$BIN/segtrain" "$T/cache" --resume "$T/gpu/checkpoint_epoch12.safetensors" --epochs 13 --device cpu --no-progress >"$T/res.txt" 2>&1 \
     && [ -f "$T/gpu/checkpoint_epoch13.safetensors" ] && ok "the GPU run resumes on the CPU" || bad "resume on CPU: $(tail -3 "$T/res.txt")"
 for dev in cpu $GDEV; do

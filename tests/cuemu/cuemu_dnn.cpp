@@ -476,6 +476,14 @@ static void bn_apply(const Bn &b, const float *x, float *y, int c, double mean, 
     }
 }
 
+/* *out = a new zeroed T: every cudnnCreate* function. */
+template <typename T> static cudnnStatus_t make(T **out)
+{
+    if (!out) return CUDNN_STATUS_BAD_PARAM;
+    *out = (T *)calloc(1, sizeof **out);
+    return *out ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+}
+
 /* ---- cuDNN: handles and descriptors ----------------------------------------------------------------- */
 extern "C" {
 
@@ -538,18 +546,9 @@ const char *cudnnGetErrorString(cudnnStatus_t status)
     }
 }
 
-cudnnStatus_t cudnnCreate(cudnnHandle_t *handle)
-{
-    if (!handle) return CUDNN_STATUS_BAD_PARAM;
-    *handle = (cudnnHandle_t)calloc(1, sizeof **handle);
-    return *handle ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-}
+cudnnStatus_t cudnnCreate(cudnnHandle_t *handle) { return make(handle); }
 
-cudnnStatus_t cudnnDestroy(cudnnHandle_t handle)
-{
-    free(handle);
-    return CUDNN_STATUS_SUCCESS;
-}
+cudnnStatus_t cudnnDestroy(cudnnHandle_t handle) { free(handle); return CUDNN_STATUS_SUCCESS; }
 
 cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t streamId)
 {
@@ -558,18 +557,9 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t streamId)
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *tensorDesc)
-{
-    if (!tensorDesc) return CUDNN_STATUS_BAD_PARAM;
-    *tensorDesc = (cudnnTensorDescriptor_t)calloc(1, sizeof **tensorDesc);
-    return *tensorDesc ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-}
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *tensorDesc) { return make(tensorDesc); }
 
-cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t tensorDesc)
-{
-    free(tensorDesc);
-    return CUDNN_STATUS_SUCCESS;
-}
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t tensorDesc) { free(tensorDesc); return CUDNN_STATUS_SUCCESS; }
 
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t tensorDesc, cudnnTensorFormat_t format,
                                          cudnnDataType_t dataType, int n, int c, int h, int w)
@@ -577,18 +567,9 @@ cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t tensorDesc, cud
     return dims_set(tensorDesc ? &tensorDesc->d : NULL, format, dataType, n, c, h, w);
 }
 
-cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *filterDesc)
-{
-    if (!filterDesc) return CUDNN_STATUS_BAD_PARAM;
-    *filterDesc = (cudnnFilterDescriptor_t)calloc(1, sizeof **filterDesc);
-    return *filterDesc ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-}
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *filterDesc) { return make(filterDesc); }
 
-cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t filterDesc)
-{
-    free(filterDesc);
-    return CUDNN_STATUS_SUCCESS;
-}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t filterDesc) { free(filterDesc); return CUDNN_STATUS_SUCCESS; }
 
 cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t filterDesc, cudnnDataType_t dataType,
                                          cudnnTensorFormat_t format, int k, int c, int h, int w)
@@ -598,18 +579,12 @@ cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t filterDesc, cud
 
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *convDesc)
 {
-    if (!convDesc) return CUDNN_STATUS_BAD_PARAM;
-    *convDesc = (cudnnConvolutionDescriptor_t)calloc(1, sizeof **convDesc);
-    if (!*convDesc) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
-    (*convDesc)->math = CUDNN_DEFAULT_MATH;
-    return CUDNN_STATUS_SUCCESS;
+    const cudnnStatus_t st = make(convDesc);
+    if (st == CUDNN_STATUS_SUCCESS) (*convDesc)->math = CUDNN_DEFAULT_MATH;
+    return st;
 }
 
-cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t convDesc)
-{
-    free(convDesc);
-    return CUDNN_STATUS_SUCCESS;
-}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t convDesc) { free(convDesc); return CUDNN_STATUS_SUCCESS; }
 
 cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t convDesc, int pad_h, int pad_w, int u, int v,
                                               int dilation_h, int dilation_w, cudnnConvolutionMode_t mode,
