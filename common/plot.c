@@ -458,6 +458,27 @@ void plot_series(PlotCanvas *c, const PlotAxes *a, const PlotSeries *s)
     }
 }
 
+void plot_band(PlotCanvas *c, const PlotAxes *a, const double *x, const double *lo, const double *hi, int n,
+               PlotColor col, float alpha)
+{
+    const int ytop = a->y, ybot = a->y + a->h - 1;
+    for (int i = 0; i + 1 < n; i++) {
+        if (!isfinite(x[i]) || !isfinite(x[i + 1]) || !(x[i + 1] > x[i]) || !isfinite(lo[i]) || !isfinite(hi[i]) ||
+            !isfinite(lo[i + 1]) || !isfinite(hi[i + 1]))
+            continue;
+        const double px0 = plot_px(a, x[i]), px1 = plot_px(a, x[i + 1]);
+        /* each pixel column belongs to one segment: [ceil(px0), ceil(px1)) */
+        for (int px = (int)ceil(px0); px < (int)ceil(px1); px++) {
+            if (px < a->x || px > a->x + a->w - 1) continue;
+            const double f = (px - px0) / (px1 - px0);
+            double y0 = plot_py(a, lo[i] + f * (lo[i + 1] - lo[i])), y1 = plot_py(a, hi[i] + f * (hi[i + 1] - hi[i]));
+            if (y0 < y1) { double t = y0; y0 = y1; y1 = t; }
+            const int ya = y1 < ytop ? ytop : (int)lround(y1), yb = y0 > ybot ? ybot : (int)lround(y0);
+            for (int py = ya; py <= yb; py++) plot_blend(c, px, py, col, alpha);
+        }
+    }
+}
+
 void plot_legend(PlotCanvas *c, const PlotAxes *a, const PlotSeries *s, int n, int corner)
 {
     if (corner == PLOT_LEGEND_NONE || n <= 0) return;

@@ -123,6 +123,10 @@ typedef struct PlotSeries {
 
 /* Draw a series clipped to the data area. */
 void plot_series(PlotCanvas *c, const PlotAxes *a, const PlotSeries *s);
+/* Shade the band between lo[i] and hi[i] (linear between the n points x[i], increasing),
+ * blended with alpha, clipped to the data area; a NaN bound breaks the band. */
+void plot_band(PlotCanvas *c, const PlotAxes *a, const double *x, const double *lo, const double *hi, int n,
+               PlotColor col, float alpha);
 enum { PLOT_LEGEND_NONE = 0, PLOT_LEGEND_TOP_RIGHT, PLOT_LEGEND_TOP_LEFT, PLOT_LEGEND_BOTTOM_RIGHT, PLOT_LEGEND_BOTTOM_LEFT };
 /* A framed legend (line sample + name per series) in a corner of the data area. */
 void plot_legend(PlotCanvas *c, const PlotAxes *a, const PlotSeries *s, int n, int corner);
