@@ -206,4 +206,4 @@ fuzz:
 clean:
 	rm -rf build build-asan bin bin-asan
 
--include $(LIB_OBJS:.o=.d) $(TEST_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_BINS:=.d) $(BENCH_BINS:=.d) $(patsubst %.c,$(BUILD)/%.d,$(MAINS))

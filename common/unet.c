@@ -52,7 +52,7 @@ enum { PR_PACK, PR_CONV_F, PR_CONV_BD, PR_CONV_BW, PR_BN_B, PR_POOL_F, PR_POOL_B
 static const char *const prof_names[PR_N] = {
     "pack weights", "conv3x3 fwd", "conv3x3 bwd data", "conv3x3 bwd weights", "bn+relu bwd",
     "maxpool fwd", "maxpool bwd", "convT fwd", "convT bwd", "head fwd", "head bwd",
-    "bce loss", "adam" };
+    "loss", "adam" };
 
 struct Unet {
     UnetConfig cfg;
@@ -83,6 +83,11 @@ struct Unet {
     float *logits;
     uint8_t *bits, *pres;
     int last_N, last_train, have_loss;
+    /* loss: UNET_LOSS_*, the last parts, per-plane sums, the Dice gradient coefficients */
+    int loss_kind;
+    double loss_bce, loss_dice;
+    double *planes;                               /* max_batch*C*NN_LOSS_PLANE */
+    float *coef_a, *coef_b;                       /* C each */
     /* arena */
     void *arena;
     size_t arena_bytes;
@@ -217,6 +222,9 @@ static void carve(Unet *m, Arena *a)
     m->adam_m = TAKEF(a, m->n_params);
     m->adam_v = TAKEF(a, m->n_params);
     m->bufs = TAKEF(a, m->n_bufs);
+    m->planes = take(a, sizeof(double) * (size_t)NB * C * NN_LOSS_PLANE);
+    m->coef_a = TAKEF(a, C);
+    m->coef_b = TAKEF(a, C);
     if (m->dev.kind == UNET_CUDA) return;         /* the device holds the rest; host logits on demand */
     for (int l = 0; l < L; l++) {
         carve_conv(a, &m->enc[l].c1, P[l], l > 0);
@@ -318,6 +326,8 @@ int unet_create_on(const UnetConfig *cfg, int max_batch, int H, int W, int threa
     m->max_batch = max_batch;
     m->H = H;
     m->W = W;
+    m->loss_kind = UNET_LOSS_BCE;
+    m->loss_bce = m->loss_dice = NAN;
     Spec s = { .m = m, .pass = 0 };
     spec_model(&s);
     m->n_params = s.n_params;
@@ -601,6 +611,31 @@ static void forward_cpu(Unet *m, const float *x, int N, int train)
 }
 
 /* ---- loss ------------------------------------------------------------------------------------ */
+static const char *const loss_names[] = { "bce", "dice", "bce+dice" };
+
+int unet_loss_parse(const char *s, int *kind)
+{
+    for (int k = 0; k < 3; k++)
+        if (s && !strcmp(s, loss_names[k])) { *kind = k; return SEG_OK; }
+    return seg_err(SEG_EARG, "loss '%s': expected bce, dice or bce+dice", s ? s : "(null)");
+}
+
+const char *unet_loss_name(int kind) { return kind >= 0 && kind < 3 ? loss_names[kind] : "?"; }
+
+int unet_set_loss(Unet *m, int kind)
+{
+    if (kind < 0 || kind > 2) return seg_err(SEG_EARG, "unet_set_loss: unknown loss kind %d", kind);
+    m->loss_kind = kind;
+    m->have_loss = 0;
+    return SEG_OK;
+}
+
+void unet_loss_parts(const Unet *m, double *bce, double *dice)
+{
+    if (bce) *bce = m->loss_bce;
+    if (dice) *dice = m->loss_dice;
+}
+
 float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N)
 {
     float l;
@@ -611,27 +646,38 @@ int unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, floa
 {
     *loss = NAN;
     if (N != m->last_N || N < 1)
-        return seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, m->last_N);
-    const int C = m->cfg.n_classes;
+        return seg_err(SEG_EARG, "unet_loss: batch %d but the last forward had %d", N, m->last_N);
+    const int C = m->cfg.n_classes, dice = m->loss_kind != UNET_LOSS_BCE;
     const long HW = (long)m->H * m->W;
-    double s = 0;
+    m->have_loss = 0;
+    m->loss_bce = m->loss_dice = NAN;
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu) TRY(gpu_net_loss(m->gpu, bits, presence, N, &s));
+    if (m->gpu) TRY(gpu_net_loss(m->gpu, bits, presence, N, dice, m->planes));
     else
 #endif
     PROF(m, PR_LOSS, {
         memcpy(m->bits, bits, (size_t)N * C * (size_t)(HW / 8));
         memcpy(m->pres, presence, (size_t)N * ((C + 7) / 8));
-        s = nn_bce_sum(m->team, m->logits, m->bits, m->pres, N, C, (int)HW);
+        nn_loss_planes(m->team, m->logits, m->bits, m->pres, N, C, (int)HW, dice, m->planes);
     });
+    m->loss_bce = nn_loss_bce_total(m->planes, N, C) / ((double)N * C * (double)HW);
+    if (dice) m->loss_dice = nn_soft_dice(m->planes, N, C, m->coef_a, m->coef_b);
+#ifdef SEG_HAVE_CUDA
+    if (m->gpu)
+        TRY(gpu_net_set_loss_grad(m->gpu, m->loss_kind == UNET_LOSS_DICE ? 0.f : 1.f, dice ? m->coef_a : NULL,
+                                  dice ? m->coef_b : NULL));
+#endif
     m->have_loss = 1;
-    *loss = (float)(s / ((double)N * C * (double)HW));
+    const double l = m->loss_kind == UNET_LOSS_BCE ? m->loss_bce
+                   : m->loss_kind == UNET_LOSS_DICE ? m->loss_dice : m->loss_bce + m->loss_dice;
+    *loss = (float)l;
     return SEG_OK;
 }
 
-typedef struct { Unet *m; float scale; } GradCtx;
+typedef struct { Unet *m; float scale; int dice; } GradCtx;
 
-/* dL/dlogits for sample n, pixels [q0, q0+nq): (sigmoid(z) - t) / (N*C*H*W) */
+/* dL/dlogits for sample n, pixels [q0, q0+nq): scale*(sigmoid(z) - t) (scale = 1/(N*C*H*W),
+ * or 0 for Dice alone) + the Dice part (a[c]*t + b[c])*p*(1-p) */
 static void bce_grad_tile(void *vctx, int n, int q0, int nq, float *d, int ldd)
 {
     const GradCtx *g = vctx;
@@ -642,7 +688,7 @@ static void bce_grad_tile(void *vctx, int n, int q0, int nq, float *d, int ldd)
         const size_t pl = (size_t)n * C + c;
         const int present = (m->pres[(size_t)n * CB + (c >> 3)] >> (c & 7)) & 1;
         nn_bce_grad_row(m->team, d + (size_t)c * ldd, m->logits + pl * HW + q0, m->bits + pl * (size_t)(HW / 8),
-                        present, q0, nq, g->scale);
+                        present, q0, nq, g->scale, g->dice ? m->coef_a[c] : 0.f, g->dice ? m->coef_b[c] : 0.f);
     }
 }
 
@@ -675,7 +721,7 @@ static void conv_bn_backward(Unet *m, ConvL *c, float *g, const NnAct *in, int n
 int unet_backward(Unet *m)
 {
     if (!m->last_N || !m->last_train || !m->have_loss)
-        return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss_bce first");
+        return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss first");
 #ifdef SEG_HAVE_CUDA
     if (m->gpu) return gpu_net_backward(m->gpu);
 #endif
@@ -685,7 +731,8 @@ int unet_backward(Unet *m)
     PROF(m, PR_PACK, pack_backward(m));
     float *cur = m->ga, *oth = m->gb;
     {
-        GradCtx gc = { m, (float)(1.0 / ((double)N * C * (double)HW)) };
+        GradCtx gc = { m, m->loss_kind == UNET_LOSS_DICE ? 0.f : (float)(1.0 / ((double)N * C * (double)HW)),
+                       m->loss_kind != UNET_LOSS_BCE };
         NnAct a = act_of(&m->dec[0].c2);
         const NnOut dx = { .y = cur, .ld = f[0], .C = f[0] };
         PROF(m, PR_HEAD_B, nn_conv1x1_backward(m->team, &dx, m->head_gw, m->head_gb, bce_grad_tile, &gc, &a,

@@ -107,12 +107,32 @@ const float *unet_logits(const Unet *m);
 /* Packed targets: for sample n and channel c, bits + (n*C + c)*(H*W/8) is the bit plane
  * (pixel p = y*W + x is bit p&7 of byte p>>3, LSB first); presence + n*((C+7)/8) has bit c
  * set when plane c is non-empty (absent planes may hold garbage and are treated as 0).
- * BCE-with-logits, mean over N*C*H*W (N = the last forward's batch, else NaN and SEG_EARG in
- * seg_errmsg). Keeps a copy of the targets: unet_backward forms d loss/d logits from them
- * tile by tile (never stored as a float tensor), so the caller may reuse its buffers. */
-float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N);
-/* The same with a status: SEG_OK and *loss, or < 0 (bad batch, GPU failure). */
+ *
+ * The training loss (docs/loss.md): L_bce = BCE-with-logits, mean over N*C*H*W; L_dice =
+ * 1 - mean over the channels with any target pixel in the batch of the soft Dice
+ * (2*sum(p*y) + 1e-5) / (sum p + sum y + 1e-5), p = sigmoid(logit), sums over the whole batch
+ * (0 when no channel has a target). UNET_LOSS_BCE: L_bce, UNET_LOSS_DICE: L_dice,
+ * UNET_LOSS_BCE_DICE: L_bce + L_dice. */
+enum { UNET_LOSS_BCE = 0, UNET_LOSS_DICE = 1, UNET_LOSS_BCE_DICE = 2 };
+/* "bce", "dice", "bce+dice" <-> UNET_LOSS_*; parse returns SEG_EARG with the reason in seg_errmsg(). */
+int         unet_loss_parse(const char *s, int *kind);
+const char *unet_loss_name(int kind);                  /* "?" for an unknown kind */
+/* Choose what unet_loss computes and unet_backward differentiates (a fresh model: UNET_LOSS_BCE).
+ * SEG_EARG for an unknown kind. A loss computed before the change no longer feeds a backward. */
+int         unet_set_loss(Unet *m, int kind);
+/* The two parts of the last unet_loss: BCE mean and soft-Dice term (NaN when not computed:
+ * the Dice term under UNET_LOSS_BCE, both before the first loss). */
+void        unet_loss_parts(const Unet *m, double *bce, double *dice);
+
+/* The chosen loss over the last forward (N = its batch, else SEG_EARG): SEG_OK and *loss, or
+ * < 0 (bad batch, GPU failure). Keeps a copy of the targets: unet_backward forms d loss/d
+ * logits from them tile by tile (never stored as a float tensor), so the caller may reuse its
+ * buffers. Per-plane sums are combined in a fixed order: the same logits give the same loss
+ * whatever the thread count. */
 int   unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, float *loss);
+/* unet_loss returning the loss, or NaN on failure (reason in seg_errmsg()). The name is older
+ * than the Dice term: it computes whichever loss unet_set_loss chose (BCE by default). */
+float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N);
 /* Backward of the last forward(train=1) + loss: overwrites the grads (on a GPU the device
  * grads; unet_sync_host brings them to unet_grads). */
 int   unet_backward(Unet *m);
@@ -124,7 +144,7 @@ float unet_clip_grad(Unet *m, float max_norm);
 int   unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps);
 
 /* Per-channel counts over the last forward at threshold logit > 0 (prob > 0.5), added
- * into tp/fp/fn[C] (caller zeroes). Same target layout as unet_loss_bce. */
+ * into tp/fp/fn[C] (caller zeroes). Same target layout as unet_loss. */
 int   unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
                        int64_t *tp, int64_t *fp, int64_t *fn);
 

@@ -18,7 +18,8 @@ struct Evaluator {
     int64_t         n_slices;
     int             size, C;
     size_t          pb;            /* bytes per plane */
-    int16_t        *img;           /* batch x size x size */
+    int             K;             /* the model's context: slices z-K..z+K in */
+    int16_t        *img;           /* (batch + 2K) x size x size: the model's slice stack */
     uint8_t        *bits;          /* C planes of one slice */
     uint8_t        *presence;
     char            desc[300];
@@ -84,7 +85,8 @@ int evaluate_open(const char *checkpoint, const char *cache_dir, int split, cons
                      cache_dir, split < 0 ? "" : cache_split_name(split), per[0], per[1], per[2]);
         goto fail;
     }
-    e->img = malloc(sizeof(int16_t) * (size_t)e->o.batch * (size_t)e->size * (size_t)e->size);
+    e->K = predict_model_context(e->model);
+    e->img = malloc(sizeof(int16_t) * (size_t)(e->o.batch + 2 * e->K) * (size_t)e->size * (size_t)e->size);
     e->bits = malloc(e->pb * (size_t)e->C);
     e->presence = malloc(cache_presence_bytes(e->cache));
     if (!e->img || !e->bits || !e->presence) { rc = seg_err(SEG_ENOMEM, "evaluator buffers"); goto fail; }
@@ -133,12 +135,20 @@ int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t
     uint8_t *tmp = malloc(e->pb);
     if (rc == SEG_OK && !tmp) rc = seg_err(SEG_ENOMEM, "plane");
     for (int z0 = 0; z0 < nz && rc == SEG_OK; z0 += e->o.batch) {
-        const int nb = nz - z0 < e->o.batch ? nz - z0 : e->o.batch;
-        for (int b = 0; b < nb && rc == SEG_OK; b++) {
-            const int z = z0 + b;
-            rc = cache_read_slice(e->cur, cs, z, e->img + (size_t)b * npx, e->bits, e->presence, 0);
+        const int nb = nz - z0 < e->o.batch ? nz - z0 : e->o.batch, K = e->K;
+        /* the model's stack: slices z0-K .. z0+nb-1+K clamped to the subject (the ends repeat);
+         * context slices are decoded image-only, a repeated one copied from the slot before */
+        for (int j = 0; j < nb + 2 * K && rc == SEG_OK; j++) {
+            const int zj = z0 - K + j, z = zj < 0 ? 0 : zj >= nz ? nz - 1 : zj;
+            int16_t *dst = e->img + (size_t)j * npx;
+            if (j < K || j >= K + nb) {
+                if (j > 0 && (zj < 0 || zj > nz - 1)) memcpy(dst, dst - npx, sizeof(int16_t) * (size_t)npx);
+                else rc = cache_read_slice(e->cur, cs, z, dst, NULL, NULL, 0);
+                continue;
+            }
+            rc = cache_read_slice(e->cur, cs, z, dst, e->bits, e->presence, 0);
             if (rc < 0) break;
-            memcpy(s->ct + (size_t)z * npx, e->img + (size_t)b * npx, sizeof(int16_t) * (size_t)npx);
+            memcpy(s->ct + (size_t)z * npx, dst, sizeof(int16_t) * (size_t)npx);
             for (int c = 0; c < C && rc == SEG_OK; c++) {
                 if (!(e->presence[c >> 3] >> (c & 7) & 1)) continue;
                 uint8_t *pl = metrics_stack_plane(&s->ref, c, z);

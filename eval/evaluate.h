@@ -1,7 +1,9 @@
 /* eval/evaluate.h : evaluation of a checkpoint on the slice cache: the subjects of a
  * split, batched inference over their slices, thresholded predictions as bit planes next
  * to the cached reference planes (one ReportSubject per subject, on the cache's
- * resampled grid with its spacing res_spacing and affine res_affine). */
+ * resampled grid with its spacing res_spacing and affine res_affine). A 2.5D checkpoint
+ * (in_ch = 2K+1) sees each cached slice with its K neighbours of the same subject on either
+ * side (the subject's end slices repeated), as in training. */
 #ifndef SEG_EVALUATE_H
 #define SEG_EVALUATE_H
 #include <stdint.h>

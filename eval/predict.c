@@ -124,6 +124,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
         goto out;
     }
     const int size = predict_model_size(model), C = predict_model_n_classes(model), npx = size * size;
+    const int K = predict_model_context(model);
     const LabelList *names = predict_model_labels(model);
     if (names && names->n != C) names = NULL;
     if ((rc = fs_mkdirs(out_dir)) < 0) goto out;
@@ -137,7 +138,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     best = malloc(sizeof(float) * (size_t)sw * sh);
     lab = malloc(sizeof(uint16_t) * (size_t)sw * sh);
     prob = malloc(sizeof(float) * (size_t)npx);
-    batch = malloc(sizeof(int16_t) * (size_t)nb_max * npx);
+    batch = malloc(sizeof(int16_t) * (size_t)(nb_max + 2 * K) * npx);   /* the model's slice stack */
     cnt = calloc((size_t)C, sizeof *cnt);
     sum_hu = calloc((size_t)C, sizeof *sum_hu);
     if (!slice || !up || !best || !lab || !prob || !batch || !cnt || !sum_hu) {
@@ -150,11 +151,16 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     progress_start(&pr, "segeval predict", "slices", nz, o->verbosity >= 2, o->progress_tty);
     for (int z0 = 0; z0 < nz && rc == SEG_OK; z0 += nb_max) {
         const int nb = nz - z0 < nb_max ? nz - z0 : nb_max;
-        for (int b = 0; b < nb; b++) {
+        for (int j = 0; j < nb + 2 * K; j++) {   /* slices z0-K .. z0+nb-1+K, the volume's ends repeated */
+            const int zj = z0 - K + j, z = zj < 0 ? 0 : zj >= nz ? nz - 1 : zj;
+            if (j > 0 && (zj < 0 || zj > nz - 1)) {
+                memcpy(batch + (size_t)j * npx, batch + (size_t)(j - 1) * npx, sizeof(int16_t) * (size_t)npx);
+                continue;
+            }
             for (int r = 0; r < sh; r++)
                 for (int c = 0; c < sw; c++)
-                    slice[(size_t)r * sw + c] = (float)nii_value(ct, (size_t)orient_slice_offset(&om, r, c, z0 + b));
-            resample_bilinear_i16(batch + (size_t)b * npx, slice, &ar, &ac);
+                    slice[(size_t)r * sw + c] = (float)nii_value(ct, (size_t)orient_slice_offset(&om, r, c, z));
+            resample_bilinear_i16(batch + (size_t)j * npx, slice, &ar, &ac);
         }
         const float *lg = NULL;
         if ((rc = predict_model_forward(model, batch, nb, &lg)) < 0) break;

@@ -3,7 +3,9 @@
  * the model's size (bilinear, half-pixel centres, as segprep does), run the model, map
  * the probabilities back to the slice's own sw x sh grid (bilinear on probabilities with
  * the inverse half-pixel mapping), threshold, and write the result into the INPUT's own
- * voxel grid and affine through the OrientMap (so it overlays the CT in any viewer). */
+ * voxel grid and affine through the OrientMap (so it overlays the CT in any viewer).
+ * A 2.5D checkpoint (in_ch = 2K+1) gets each slice with K neighbours on either side, the
+ * volume's first and last slices repeated past its ends, as segtrain's loader does. */
 #ifndef SEG_PREDICT_H
 #define SEG_PREDICT_H
 #include <stdint.h>
@@ -16,7 +18,8 @@ typedef struct PredictModel PredictModel;
 /* Load CHECKPOINT (with the segtrain checkpoint loader) for batches of up to max_batch
  * slices of size x size (size 0: the training size stored in the checkpoint, else 256), on
  * dev (a resolved device; NULL = CPU).
- * SEG_EIO/SEG_EFORMAT naming the file when it cannot be read as a segkit checkpoint. */
+ * SEG_EIO/SEG_EFORMAT naming the file when it cannot be read as a segkit checkpoint, or
+ * when its in_ch is even (a context model has 2K+1 input channels). */
 int  predict_model_open(const char *checkpoint, int size, int max_batch, int threads, const UnetDevice *dev,
                         PredictModel **out);
 void predict_model_close(PredictModel *m);                 /* NULL-safe */
@@ -26,8 +29,13 @@ int  predict_model_n_classes(const PredictModel *m);
 const LabelList *predict_model_labels(const PredictModel *m);
 /* "U-Net 32-64-128-256, 117 classes, 256x256, step 1200" into a static-lifetime buffer of m. */
 const char *predict_model_desc(const PredictModel *m);
-/* Forward n <= max_batch slices of int16 HU (n x size x size) with the training input
- * normalisation; returns the logits (n, C, size, size), valid until the next call. */
+/* 2.5D context K of the checkpoint: it sees 2K+1 adjacent slices (in_ch = 2K + 1). */
+int  predict_model_context(const PredictModel *m);
+/* Forward n <= max_batch slices with the training input normalisation. hu: a stack of
+ * n + 2K consecutive int16 HU slices (size x size each; K = predict_model_context, the
+ * caller repeats the volume's end slices where the context runs past them): slice b's
+ * input channels are stack slices b..b+2K, its centre stack slice b+K. With K = 0 that is
+ * just the n slices. Returns the logits (n, C, size, size), valid until the next call. */
 int  predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float **logits);
 
 typedef struct PredictOptions {

@@ -1,10 +1,10 @@
 /* tests/bench_unet.c : U-Net training/inference speed and memory on the CPU; one JSON object
- * on stdout (progress on stderr). A training step is forward(train) + BCE loss + backward +
- * Adam, like the PyTorch peer's zero_grad+forward+loss+backward+step.
+ * on stdout (progress on stderr). A training step is forward(train) + loss (BCE unless --loss)
+ * + backward + Adam, like the PyTorch peer's zero_grad+forward+loss+backward+step.
  *
  *   build/tests/bench_unet [--batch 8] [--size 256] [--features 32,64,128,256] [--classes 117]
  *                          [--threads 0] [--steps 5] [--warmup 1] [--infer-steps 5]
- *                          [--profile] [--peak] [--no-infer] [--no-train]
+ *                          [--loss bce|dice|bce+dice] [--profile] [--peak] [--no-infer] [--no-train]
  * --profile adds the per-phase wall time of the timed training steps; --peak times a 4096^3
  * cblas_sgemm on the same threads (after the model is freed, so it does not count in the
  * peak RSS). GFLOP/s = unet_flops_per_sample * 3 * batch / step time (as the peer). */
@@ -22,7 +22,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_unet [--batch N] [--size S] [--features a,b,..] [--classes C] [--threads T]\n"
-               "                  [--steps N] [--warmup N] [--infer-steps N] [--profile] [--peak] [--no-infer] [--no-train]\n");
+               "                  [--steps N] [--warmup N] [--infer-steps N] [--loss bce|dice|bce+dice]\n"
+               "                  [--profile] [--peak] [--no-infer] [--no-train]\n");
 }
 
 static void print_times(const char *key, const double *v, int n)
@@ -35,7 +36,7 @@ static void print_times(const char *key, const double *v, int n)
 int main(int argc, char **argv)
 {
     int batch = 8, size = 256, classes = 117, threads = 0, steps = 5, warmup = 1, isteps = 5;
-    int profile = 0, peak = 0, infer = 1, train = 1;
+    int profile = 0, peak = 0, infer = 1, train = 1, loss_kind = UNET_LOSS_BCE;
     UnetConfig cfg;
     unet_default_config(&cfg, classes);
     int feats[UNET_MAX_LEVELS], nf = 4;
@@ -54,6 +55,10 @@ int main(int argc, char **argv)
         else if (v && !strcmp(a, "--steps")) { steps = atoi(v); i++; }
         else if (v && !strcmp(a, "--warmup")) { warmup = atoi(v); i++; }
         else if (v && !strcmp(a, "--infer-steps")) { isteps = atoi(v); i++; }
+        else if (v && !strcmp(a, "--loss")) {
+            if (unet_loss_parse(v, &loss_kind) < 0) { fprintf(stderr, "bench_unet: %s\n", seg_errmsg()); usage(stderr); return 2; }
+            i++;
+        }
         else if (v && !strcmp(a, "--features")) {
             nf = 0;
             for (const char *p = v; *p && nf < UNET_MAX_LEVELS; ) {
@@ -76,6 +81,7 @@ int main(int argc, char **argv)
     if (rc < 0) { fprintf(stderr, "bench_unet: %s\n", seg_errmsg()); return 1; }
     const double create_s = b_now() - t_create;
     unet_init(m, 1);
+    unet_set_loss(m, loss_kind);
     const size_t HW = (size_t)size * size, CB = ((size_t)classes + 7) / 8;
     float *x = malloc(sizeof(float) * (size_t)batch * HW);
     uint8_t *bits = calloc((size_t)batch * classes * HW / 8, 1), *pres = calloc((size_t)batch * CB, 1);
@@ -174,7 +180,7 @@ int main(int argc, char **argv)
     printf("{\n");
     printf("  \"bench\": \"unet\",\n  \"batch\": %d,\n  \"size\": %d,\n  \"classes\": %d,\n  \"features\": [", batch, size, classes);
     for (int i = 0; i < nf; i++) printf("%s%d", i ? ", " : "", feats[i]);
-    printf("],\n  \"threads\": %d,\n  \"params\": %zu,\n", threads, nparams);
+    printf("],\n  \"threads\": %d,\n  \"loss\": \"%s\",\n  \"params\": %zu,\n", threads, unet_loss_name(loss_kind), nparams);
     printf("  \"gflop_forward_per_sample\": %.4f,\n  \"gflop_per_train_step\": %.2f,\n", fl_sample / 1e9, gflop_step);
     printf("  \"create_s\": %.3f,\n  \"arena_mib\": %.1f,\n", create_s, (double)arena / 1048576.0);
     if (train) {

@@ -23,6 +23,9 @@ emit() {   # name, command...
 [ -x "$BUILD/tests/bench_loader" ] && emit loader "$BUILD/tests/bench_loader"
 [ -x "$BUILD/tests/bench_eval" ] && emit eval "$BUILD/tests/bench_eval"
 [ "${BENCH_NO_PEER:-0}" = 1 ] || emit unet_torch_peer bash tests/bench_torch_peer.sh
+# issue 12: time to a validation Dice and the final Dice, segtrain's defaults vs the PyTorch recipe
+[ "${BENCH_NO_RECIPE:-0}" = 1 ] || emit recipe env RECIPE_NO_PEER="${BENCH_NO_PEER:-0}" \
+    RECIPE_EPOCHS="${RECIPE_EPOCHS:-$([ "$q" = 1 ] && echo 6 || echo 16)}" bash tests/bench_recipe.sh
 # GPU (issue 7): segkit's CUDA backend and PyTorch (tools/unet_ref.py --bench) on the same GPU
 if [ "${BENCH_GPU:-1}" = 1 ] && [ -x "$BUILD/tests/bench_gpu" ] && "$BUILD/tests/bench_gpu" --probe 2>/dev/null; then
     gdir=$(mktemp -d); trap 'rm -f "$out"; rm -rf "$gdir"' EXIT

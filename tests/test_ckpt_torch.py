@@ -11,7 +11,10 @@ state_dict's keys, shapes and dtypes. This test:
      logits with torch's;
   3. when the example subject is available, trains a fresh checkpoint of the same config with
      the current segtrain and checks that it still writes exactly those keys, shapes, dtypes
-     and the metadata segeval and PyTorch users read.
+     and the metadata segeval and PyTorch users read;
+  4. the 2.5D context fixture (ctx3_*: in_ch 3, tools/make_ckpt_fixture.py --context 1):
+     same key/shape check, segtrain forward on a (N, 3, H, W) input against torch's logits in
+     both modes, and a 1-channel input refused naming the checkpoint's in_ch.
 """
 import json
 import os
@@ -100,6 +103,28 @@ def main():
                            capture_output=True, text=True)
         check(r.returncode == 1 and "not a segkit U-Net checkpoint" in r.stderr,
               f"a non-checkpoint is refused: {r.stderr.strip()[:160]}")
+
+        # 2.5D context: in_ch 3
+        cmodel, cxin = os.path.join(FIX, "ctx3_model.safetensors"), os.path.join(FIX, "ctx3_x.safetensors")
+        cref, cref_meta = read_st(os.path.join(FIX, "ctx3_torch_out.safetensors"))
+        ctens, cmeta = read_st(cmodel)
+        keys_match("context checkpoint (in_ch 3)", ctens, json.loads(cref_meta["state_dict"]))
+        check(json.loads(cmeta["config"]).get("in_ch") == 3 and ctens["downs.0.net.0.weight"][1] == [4, 3, 3, 3],
+              f"context checkpoint: config in_ch 3, first convolution {ctens['downs.0.net.0.weight'][1]}")
+        for mode, flag in (("eval", []), ("train", ["--train-mode"])):
+            out = os.path.join(tmp, f"ctx_{mode}.safetensors")
+            r = subprocess.run([segtrain, "forward", cmodel, cxin, out, "--threads", "1"] + flag, capture_output=True, text=True)
+            if r.returncode != 0:
+                check(False, f"segtrain forward, in_ch 3 ({mode}): exit {r.returncode}: {r.stderr.strip()}")
+                continue
+            got, _ = read_st(out)
+            compare(f"in_ch 3 logits, {mode} mode", got["logits"][2], cref[f"logits_{mode}"][2])
+        r = subprocess.run([segtrain, "forward", cmodel, xin, os.path.join(tmp, "o")], capture_output=True, text=True)
+        check(r.returncode == 1 and "(N, 3, H, W)" in r.stderr,
+              f"a 1-channel input for an in_ch 3 checkpoint is refused: {r.stderr.strip()[:200]}")
+        r = subprocess.run([segtrain, "forward", model, cxin, os.path.join(tmp, "o")], capture_output=True, text=True)
+        check(r.returncode == 1 and "(N, 1, H, W)" in r.stderr,
+              f"a 3-channel input for an in_ch 1 checkpoint is refused: {r.stderr.strip()[:200]}")
 
         # the current writer: same keys for a fresh checkpoint of the fixture's config
         ex = os.path.join(SHARED, "data", "totalseg-example")

@@ -1,7 +1,8 @@
 /* tests/test_gpu.c : GPU backend parity with the CPU backend (the reference). Same init, same
  * batch: forward logits (train and eval mode), loss, every gradient tensor, the BatchNorm
  * running statistics, one Adam step and the Dice counts, for fp32 and the reduced-precision
- * modes, at the full batch and a smaller one. Skips (exit 77) with the reason when the build
+ * modes, at the full batch and a smaller one; for the BCE loss and (fp32, fp16 loss scaling)
+ * BCE + soft Dice, whose two parts (unet_loss_parts) must agree too. Skips (exit 77) with the reason when the build
  * has no CUDA backend or the machine no usable GPU; test_gpu_emu is this test linked with the
  * CUDA emulator (tests/cuemu), which runs it everywhere.
  *
@@ -56,12 +57,13 @@ typedef struct Case { const char *name; int L, f0, C, H, N; } Case;
 
 /* Gradients of a CPU model like `ref` (same init) whose every weight was multiplied by
  * (1 + eps * u), u uniform in [-1, 1], on the same batch; NULL on failure. */
-static float *perturbed_grads(const UnetConfig *cfg, const Case *k, double eps, uint64_t seed, const float *x,
+static float *perturbed_grads(const UnetConfig *cfg, const Case *k, int kind, double eps, uint64_t seed, const float *x,
                               const uint8_t *bits, const uint8_t *pres)
 {
     Unet *m = NULL;
     if (unet_create(cfg, k->N, k->H, k->H, 2, &m) < 0) return NULL;
     unet_init(m, 17);
+    unet_set_loss(m, kind);
     float *p = unet_params(m), *out = NULL;
     const size_t np = unet_n_params(m);
     uint64_t s = seed;
@@ -74,10 +76,10 @@ static float *perturbed_grads(const UnetConfig *cfg, const Case *k, double eps, 
     return out;
 }
 
-static void run_case(const Case *k, int amp, double tol)
+static void run_case(const Case *k, int amp, double tol, int kind)
 {
-    char tag[96];
-    snprintf(tag, sizeof tag, "%s %s", k->name, unet_amp_name(amp));
+    char tag[112];
+    snprintf(tag, sizeof tag, "%s %s, loss %s", k->name, unet_amp_name(amp), unet_loss_name(kind));
     UnetConfig cfg;
     unet_default_config(&cfg, k->C);
     cfg.n_levels = k->L;
@@ -90,6 +92,8 @@ static void run_case(const Case *k, int amp, double tol)
     if (rc < 0) { unet_free(cpu); unet_free(gpu); return; }
     unet_init(cpu, 17);
     unet_init(gpu, 17);
+    unet_set_loss(cpu, kind);
+    unet_set_loss(gpu, kind);
     const int C = k->C, N = k->N, H = k->H, CB = (C + 7) / 8;
     const size_t HW = (size_t)H * H, nl = (size_t)N * C * HW;
     uint64_t s = 99;
@@ -98,6 +102,8 @@ static void run_case(const Case *k, int amp, double tol)
     for (size_t i = 0; i < (size_t)N * HW; i++) x[i] = (float)((t_rand(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
     for (size_t i = 0; i < nl / 8; i++) bits[i] = (uint8_t)(t_rand(&s) & t_rand(&s));
     for (int i = 0; i < N * CB; i++) pres[i] = (uint8_t)t_rand(&s);
+    if (kind != UNET_LOSS_BCE)                   /* channel 1 without targets in the batch: left out of the Dice mean */
+        for (int n = 0; n < N; n++) pres[n * CB] &= (uint8_t)~2u;
 
     /* forward, train mode */
     rc = unet_forward(cpu, x, N, 1);
@@ -113,6 +119,13 @@ static void run_case(const Case *k, int amp, double tol)
     if (rc == SEG_OK) rc = unet_loss(gpu, bits, pres, N, &l_gpu);
     CHECK(rc == SEG_OK && fabs(l_gpu - l_cpu) <= tol * 0.1 * fabs(l_cpu), "%s: loss %.7f vs CPU %.7f", tag,
           rc ? NAN : l_gpu, rc ? NAN : l_cpu);
+    if (kind != UNET_LOSS_BCE) {
+        double bc, dc, bg, dg;
+        unet_loss_parts(cpu, &bc, &dc);
+        unet_loss_parts(gpu, &bg, &dg);
+        CHECK(fabs(bg - bc) <= tol * 0.1 * bc && fabs(dg - dc) <= tol * 0.1 * dc && dc > 0, "%s: loss parts bce %.7f dice %.7f "
+              "vs CPU %.7f %.7f", tag, bg, dg, bc, dc);
+    }
 
     /* backward: every gradient tensor */
     rc = unet_backward(cpu);
@@ -121,8 +134,8 @@ static void run_case(const Case *k, int amp, double tol)
     CHECK(rc == SEG_OK, "%s: backward ran (%s)", tag, rc ? seg_errmsg() : "ok");
     if (rc < 0) goto out;
     const double eps = amp == UNET_AMP_BF16 ? 0x1p-8 : 0x1p-11;
-    float *pg = amp == UNET_AMP_OFF ? NULL : perturbed_grads(&cfg, k, eps, 1234, x, bits, pres);
-    float *pg2 = amp == UNET_AMP_OFF ? NULL : perturbed_grads(&cfg, k, eps, 5678, x, bits, pres);
+    float *pg = amp == UNET_AMP_OFF ? NULL : perturbed_grads(&cfg, k, kind, eps, 1234, x, bits, pres);
+    float *pg2 = amp == UNET_AMP_OFF ? NULL : perturbed_grads(&cfg, k, kind, eps, 5678, x, bits, pres);
     CHECK(amp == UNET_AMP_OFF || (pg && pg2), "%s: gradients of the CPU model with weights perturbed by %.1e, twice (%s)",
           tag, eps, pg && pg2 ? "ok" : seg_errmsg());
     int bad = 0;
@@ -214,10 +227,10 @@ out:
  * and Dice counts, and the final eval logits, agree with the CPU. Then three eval forwards
  * queued back to back with no wait between them (as an inference loop does): the logits are
  * the last batch's. */
-static void run_steps(const Case *k, int steps)
+static void run_steps(const Case *k, int steps, int kind)
 {
-    char tag[96];
-    snprintf(tag, sizeof tag, "%s fp32, %d steps", k->name, steps);
+    char tag[112];
+    snprintf(tag, sizeof tag, "%s fp32, loss %s, %d steps", k->name, unet_loss_name(kind), steps);
     UnetConfig cfg;
     unet_default_config(&cfg, k->C);
     cfg.n_levels = k->L;
@@ -235,7 +248,7 @@ static void run_steps(const Case *k, int steps)
     int64_t *cnt = malloc(sizeof(int64_t) * 6 * C);
     double worst_loss = 0, worst_norm = 0;
     int64_t dice_diff = 0;
-    for (int i = 0; i < 2; i++) unet_init(m[i], 23);
+    for (int i = 0; i < 2; i++) { unet_init(m[i], 23); unet_set_loss(m[i], kind); }
     for (int t = 0; t < steps && rc == SEG_OK; t++) {
         uint64_t s = 1000 + t;
         for (size_t i = 0; i < (size_t)N * HW; i++) x[i] = (float)((t_rand(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
@@ -300,11 +313,16 @@ int main(void)
         { "segkit default (32..256; 117 classes; 32x32; batch 4)", 4, 32, 117, 32, 4 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        run_case(&cases[i], UNET_AMP_OFF, 1e-4);
-        run_case(&cases[i], UNET_AMP_BF16, 6e-2);
-        run_case(&cases[i], UNET_AMP_FP16, 2e-2);
-        run_case(&cases[i], UNET_AMP_TF32, 2e-2);
+        run_case(&cases[i], UNET_AMP_OFF, 1e-4, UNET_LOSS_BCE);
+        run_case(&cases[i], UNET_AMP_BF16, 6e-2, UNET_LOSS_BCE);
+        run_case(&cases[i], UNET_AMP_FP16, 2e-2, UNET_LOSS_BCE);
+        run_case(&cases[i], UNET_AMP_TF32, 2e-2, UNET_LOSS_BCE);
     }
-    run_steps(&cases[0], 6);
+    /* BCE + soft Dice: fp32 on both cases; fp16 scales both terms of the loss */
+    run_case(&cases[0], UNET_AMP_OFF, 1e-4, UNET_LOSS_BCE_DICE);
+    run_case(&cases[1], UNET_AMP_OFF, 1e-4, UNET_LOSS_BCE_DICE);
+    run_case(&cases[0], UNET_AMP_FP16, 2e-2, UNET_LOSS_BCE_DICE);
+    run_steps(&cases[0], 6, UNET_LOSS_BCE);
+    run_steps(&cases[0], 3, UNET_LOSS_BCE_DICE);
     return t_report("test_gpu");
 }

@@ -58,14 +58,27 @@ CK=$T/gpu/best.safetensors
 "$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lc.safetensors" --device cpu >/dev/null 2>&1 \
  && "$E/segtrain" forward "$CK" "$T/x.safetensors" "$T/lg.safetensors" --device cuda >/dev/null 2>&1 \
  && "$PY" tests/forward_io.py compare "$T/lc.safetensors" "$T/lg.safetensors" 1e-4 && ok "the GPU checkpoint: same logits on both devices" || bad "GPU checkpoint: logits differ between devices"
+F=tests/fixtures/ckpt   # 2.5D: in_ch 3 on the device (input (N, 3, H, W))
+"$E/segtrain" forward "$F/ctx3_model.safetensors" "$F/ctx3_x.safetensors" "$T/c3c.safetensors" --device cpu >/dev/null 2>&1 \
+ && "$E/segtrain" forward "$F/ctx3_model.safetensors" "$F/ctx3_x.safetensors" "$T/c3g.safetensors" --device cuda >/dev/null 2>&1 \
+ && "$PY" tests/forward_io.py compare "$T/c3c.safetensors" "$T/c3g.safetensors" 1e-4 && ok "in_ch 3 (context) checkpoint: same logits on both devices" || bad "in_ch 3 checkpoint: logits differ between devices"
 "$BIN/segtrain" "$T/cache" --resume "$T/gpu/checkpoint_epoch2.safetensors" --epochs 3 --device cpu --no-progress >"$T/r1.txt" 2>&1 \
     && [ -f "$T/gpu/checkpoint_epoch3.safetensors" ] && ok "the GPU run resumes on the CPU" || bad "GPU -> CPU resume: $(tail -3 "$T/r1.txt")"
 "$E/segtrain" "$T/cache" --resume "$T/cpu/checkpoint_epoch2.safetensors" --epochs 3 --device cuda --no-progress >"$T/r2.txt" 2>&1 \
     && [ -f "$T/cpu/checkpoint_epoch3.safetensors" ] && ok "the CPU run resumes on the GPU" || bad "CPU -> GPU resume: $(tail -3 "$T/r2.txt")"
+# and a context-1 twin of the checkpoint (tools/ckpt_widen.py, noise on the neighbour channels)
+"$PY" tools/ckpt_widen.py "$CK" "$T/ctx.safetensors" --context 1 --noise 0.3 || bad "ckpt_widen.py"
 for dev in cpu cuda; do
     "$E/segeval" "$CK" "$T/cache" --out "$T/ev_$dev" --split all --device "$dev" --max-3d 0 -q >"$T/ev_$dev.txt" 2>&1 \
         || bad "segeval --device $dev: $(tail -3 "$T/ev_$dev.txt")"
+    "$E/segeval" "$T/ctx.safetensors" "$T/cache" --out "$T/evc_$dev" --split all --device "$dev" --max-3d 0 -q >"$T/evc_$dev.txt" 2>&1 \
+        || bad "segeval --device $dev, context 1: $(tail -3 "$T/evc_$dev.txt")"
 done
+"$PY" - "$T/evc_cpu/summary_exp.json" "$T/evc_cuda/summary_exp.json" <<'EOF' && ok "segeval, context 1: the same mean Dice on both devices" || bad "segeval, context 1: mean Dice differs between devices"
+import json, sys
+a, b = (json.load(open(p))["overall"]["dice_mean_macro"] for p in sys.argv[1:])
+print(a, b); sys.exit(0 if abs(a - b) <= 1e-3 else 1)
+EOF
 "$PY" - "$T/ev_cpu/summary_exp.json" "$T/ev_cuda/summary_exp.json" <<'EOF' && ok "segeval: the same mean Dice on both devices" || bad "segeval: mean Dice differs between devices"
 import json, sys
 a, b = (json.load(open(p))["overall"]["dice_mean_macro"] for p in sys.argv[1:])

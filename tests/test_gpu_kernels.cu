@@ -155,38 +155,63 @@ static void test_loss(void)
     for (auto &b : bits) b = (uint8_t)t_rand(&s);
     for (auto &p : pres) p = (uint8_t)t_rand(&s);
     pres[0] |= 1; pres[CB] &= (uint8_t)~1;
-    float *dz = up(z), *dd = dev<float>(n);
+    std::vector<float> ca(C), cb(C);                           /* soft-Dice coefficients, some zero */
+    for (int c = 0; c < C; c++) { ca[c] = c % 4 == 3 ? 0.f : -frand(&s, 0.f, 1e-3f); cb[c] = c % 4 == 3 ? 0.f : frand(&s, 0.f, 1e-4f); }
+    float *dz = up(z), *dd = dev<float>(n), *dd2 = dev<float>(n), *da = up(ca), *dcb = up(cb);
     uint8_t *db = up(bits), *dp = up(pres);
-    double *part = dev<double>((size_t)N * C);
+    double *part = dev<double>((size_t)4 * N * C), *part2 = dev<double>((size_t)4 * N * C);
     unsigned long long *cnt = up(std::vector<unsigned long long>(3 * C, 7));   /* the kernel adds to these */
-    const float scale = 1.f / (float)n;
-    gk_bce_sum(0, dz, db, dp, N, C, HW, part);
-    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, dd);
+    const float scale = 1.f / (float)n, cscale = 1024.f;
+    gk_bce_sum(0, dz, db, dp, N, C, HW, 0, part);
+    gk_bce_sum(0, dz, db, dp, N, C, HW, 1, part2);
+    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, NULL, NULL, 1.f, dd);
+    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, da, dcb, cscale, dd2);
     gk_dice(0, dz, db, dp, N, C, HW, cnt, cnt + C, cnt + 2 * C);
-    std::vector<double> rp = down(part, (size_t)N * C);
-    std::vector<float> rd = down(dd, n);
+    std::vector<double> rp = down(part, (size_t)4 * N * C), rp2 = down(part2, (size_t)4 * N * C);
+    std::vector<float> rd = down(dd, n), rd2 = down(dd2, n);
     std::vector<unsigned long long> rc = down(cnt, 3 * C);
     std::vector<unsigned long long> want(3 * C, 7);
-    double worst = 0;
-    long bad = 0;
+    double worst = 0, worst_d = 0;
+    long bad = 0, bad2 = 0, ycount_bad = 0;
     for (int pl = 0; pl < N * C; pl++) {
         const int c = pl % C, pr = gm_present(pres.data(), C, pl / C, c);
-        double sum = 0;
+        double sum = 0, sp = 0, si = 0, sy = 0;
         for (long q = 0; q < HW; q++) {
             const size_t i = (size_t)pl * HW + q;
             const int t = pr && gm_bit(&bits[(size_t)pl * (HW / 8)], q);
             sum += gm_bce(z[i], t);
+            const double p = 1.0 / (1.0 + exp(-(double)z[i]));    /* double reference of the Dice sums */
+            sp += p; si += t ? p : 0.0; sy += t;
             bad += rd[i] != gm_bce_grad(z[i], t, scale);
-            const int p = z[i] > 0.f;
-            want[c] += p && t; want[C + c] += p && !t; want[2 * C + c] += !p && t;
+            bad2 += rd2[i] != gm_loss_grad(z[i], t, scale, ca[c] * cscale, cb[c] * cscale);
+            const int pz = z[i] > 0.f;
+            want[c] += pz && t; want[C + c] += pz && !t; want[2 * C + c] += !pz && t;
         }
-        const double e = fabs(rp[pl] - sum) / (fabs(sum) + 1e-30);
+        const double e = fmax(fabs(rp[4 * pl] - sum), fabs(rp2[4 * pl] - sum)) / (fabs(sum) + 1e-30);
         if (!(e <= worst)) worst = e;
+        const double ed = fmax(fabs(rp2[4 * pl + 1] - sp) / (sp + 1e-30), fabs(rp2[4 * pl + 2] - si) / (si + 1e-30));
+        if (!(ed <= worst_d)) worst_d = ed;
+        ycount_bad += rp2[4 * pl + 3] != sy || (!pr && (rp2[4 * pl + 2] != 0.0 || sy != 0.0));
     }
-    CHECK(worst <= 1e-6, "BCE sums per plane (%d planes, present and absent channels): rel err %.1e", N * C, worst);
-    CHECK(bad == 0, "BCE gradient: equal to gm_bce_grad element by element (%ld differ)", bad);
+    CHECK(worst <= 1e-6, "BCE sums per plane (%d planes, present and absent channels, with and without the Dice sums): "
+          "rel err %.1e", N * C, worst);
+    CHECK(worst_d <= 1e-6 && ycount_bad == 0, "soft-Dice sums per plane vs a double loop: sum p, sum p*t rel err %.1e; "
+          "target counts exact (%ld planes differ)", worst_d, ycount_bad);
+    CHECK(bad == 0, "BCE gradient without coefficients: equal to gm_bce_grad element by element (%ld differ)", bad);
+    CHECK(bad2 == 0, "BCE + soft-Dice gradient (coefficients times the loss scale): equal to gm_loss_grad element by element "
+          "(%ld differ)", bad2);
     CHECK(rc == want, "Dice counts added to what the counters held: exact");
-    cudaFree(dz); cudaFree(dd); cudaFree(db); cudaFree(dp); cudaFree(part); cudaFree(cnt);
+    /* gm_loss_grad itself against the definition: scale*(p - t) + (a*t + b)*p*(1-p), in double */
+    double gw = 0;
+    for (int k = 0; k < 200; k++) {
+        const float zz = frand(&s, -12.f, 12.f), a = -frand(&s, 0.f, 1.f), b = frand(&s, 0.f, 1.f);
+        const int t = k & 1;
+        const double p = 1.0 / (1.0 + exp(-(double)zz)), ref = 0.25 * (p - t) + (a * t + b) * p * (1 - p);
+        gw = fmax(gw, fabs(gm_loss_grad(zz, t, 0.25f, a, b) - ref));
+    }
+    CHECK(gw <= 2e-7, "gm_loss_grad vs the definition in double at 200 points: max |d| %.1e", gw);
+    cudaFree(dz); cudaFree(dd); cudaFree(dd2); cudaFree(da); cudaFree(dcb); cudaFree(db); cudaFree(dp); cudaFree(part);
+    cudaFree(part2); cudaFree(cnt);
 }
 
 static void test_sumsq(size_t n)

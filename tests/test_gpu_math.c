@@ -1,6 +1,7 @@
 /* tests/test_gpu_math.c : the GPU kernels' per-element arithmetic (common/gpu/gpu_math.h),
  * compiled for the CPU and checked against the CPU backend (common/nn) on the same data:
- * BCE loss and gradient from packed targets, Adam, the max-pool argmax and Dice counts.
+ * BCE loss and gradient from packed targets (with the soft-Dice part and sums too), Adam, the
+ * max-pool argmax and Dice counts.
  * Runs everywhere, GPU or not; the kernels around it are checked by test_gpu on a device. */
 #include <math.h>
 #include <stdlib.h>
@@ -52,7 +53,7 @@ static void test_bce(NnTeam *t, double tol, const char *what)
     for (int pl = 0; pl < N * C; pl++) {
         const int pr = gm_present(pres, C, pl / C, pl % C);
         const uint8_t *pb = bits + (size_t)pl * (HW / 8);
-        nn_bce_grad_row(t, dc, z + (size_t)pl * HW, pb, pr, 0, HW, scale);
+        nn_bce_grad_row(t, dc, z + (size_t)pl * HW, pb, pr, 0, HW, scale, 0.f, 0.f);
         for (int q = 0; q < HW; q++) {
             const float g = gm_bce_grad(z[(size_t)pl * HW + q], pr && gm_bit(pb, q), scale);
             dg[(size_t)pl * HW + q] = g;
@@ -63,6 +64,33 @@ static void test_bce(NnTeam *t, double tol, const char *what)
     }
     CHECK(bad == 0, "BCE gradient vs the CPU's %s path: %ld of %zu elements differ beyond %.0e relative (worst %.2g)",
           what, bad, n, tol, worst);
+    /* with the soft-Dice coefficients: gm_loss_grad against nn_bce_grad_row(a, b), and the
+     * per-plane sums (gm_sigmoid) against nn_loss_planes */
+    long bad2 = 0;
+    double worst2 = 0, wsum = 0;
+    double *planes = malloc(sizeof(double) * NN_LOSS_PLANE * N * C);
+    nn_loss_planes(t, z, bits, pres, N, C, HW, 1, planes);
+    for (int pl = 0; pl < N * C; pl++) {
+        const int pr = gm_present(pres, C, pl / C, pl % C);
+        const uint8_t *pb = bits + (size_t)pl * (HW / 8);
+        const float a = -1e-4f * (float)(pl % 5), b = 3e-5f * (float)(pl % 3);
+        nn_bce_grad_row(t, dc, z + (size_t)pl * HW, pb, pr, 0, HW, scale, a, b);
+        double sp = 0, si = 0, sy = 0;
+        for (int q = 0; q < HW; q++) {
+            const int tt = pr && gm_bit(pb, q);
+            const float g = gm_loss_grad(z[(size_t)pl * HW + q], tt, scale, a, b), p = gm_sigmoid(z[(size_t)pl * HW + q]);
+            sp += p; si += tt ? p : 0.f; sy += tt;
+            const double e = fabs((double)g - dc[q]);
+            if (dc[q] != 0.f && e / fabs(dc[q]) > worst2) worst2 = e / fabs(dc[q]);
+            if (!(e <= tol * fabs(dc[q]) + 1e-12 * scale)) bad2++;
+        }
+        const double *o = planes + (size_t)pl * NN_LOSS_PLANE;
+        wsum = fmax(wsum, fmax(fabs(o[1] - sp) / (sp + 1e-30), fabs(o[2] - si) / (si + 1e-30)) + fabs(o[3] - sy));
+    }
+    CHECK(bad2 == 0, "BCE + soft-Dice gradient vs the CPU's %s path: %ld of %zu elements differ beyond %.0e relative (worst %.2g)",
+          what, bad2, n, tol, worst2);
+    CHECK(wsum <= 1e-6, "soft-Dice plane sums (sum p, sum p*t, sum t): gpu_math vs nn_loss_planes rel err %.1e", wsum);
+    free(planes);
     /* sign and limit sanity that the CPU comparison cannot show on its own */
     CHECK(gm_bce_grad(100.f, 1, 1.f) == 0.f && fabsf(gm_bce_grad(-100.f, 0, 1.f)) < 1e-40f && gm_bce_grad(0.f, 1, 1.f) == -0.5f,
           "BCE gradient limits: 0 for confident right answers, -0.5 at z = 0 with target 1");

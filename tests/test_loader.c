@@ -3,7 +3,10 @@
  * seeded shuffles that are permutations and do not depend on the thread count, the
  * evenly spaced --limit-slices subset, abandoning an epoch, a corrupt record reported
  * with its subject and slice, and augmentation invariants (left/right labels follow a
- * left-right flip; identical output for 1 and 3 threads). */
+ * left-right flip; identical output for 1 and 3 threads); balanced (foreground-first)
+ * sampling: the share of drawn slots per batch, every present structure reached, draws
+ * holding their structure, determinism; 2.5D context: channels are the neighbour slices
+ * with edge replication, under the same augmentation as the centre. */
 #include "cache.h"
 #include "err.h"
 #include "loader.h"
@@ -81,8 +84,13 @@ static int build_cache(const char *dir)
     return rc;
 }
 
+static int g_ch = 1;   /* input channels of the loader being hashed (2K+1) */
+
 static int bit(const uint8_t *plane, int p) { return (plane[p >> 3] >> (p & 7)) & 1; }
 static int present(const uint8_t *pres, int c) { return (pres[c >> 3] >> (c & 7)) & 1; }
+
+/* The subject * 100 + slice that hu_of wrote into pixel (0, 0) of a normalised image. */
+static int id_of(const float *img) { return (int)lrintf((img[0] + 1.0f) * 32767.5f - 32768.0f); }
 
 /* FNV-1a over an epoch's batches: images and the planes of present channels only. */
 static uint64_t epoch_hash(Loader *l, int epoch, int *n_batches, int *ids, int *n_ids)
@@ -96,8 +104,8 @@ static uint64_t epoch_hash(Loader *l, int epoch, int *n_batches, int *ids, int *
     while ((rc = loader_next(l, &b)) == 1) {
         (*n_batches)++;
         for (int i = 0; i < b.n; i++) {
-            const uint8_t *p = (const uint8_t *)(b.img + (size_t)i * S * S);
-            for (size_t k = 0; k < S * S * 4; k++) h = (h ^ p[k]) * 1099511628211ull;
+            const uint8_t *p = (const uint8_t *)(b.img + (size_t)i * g_ch * S * S);
+            for (size_t k = 0; k < (size_t)g_ch * S * S * 4; k++) h = (h ^ p[k]) * 1099511628211ull;
             const uint8_t *pres = b.presence + i;
             for (int c = 0; c < C; c++) {
                 h = (h ^ (uint64_t)present(pres, c)) * 1099511628211ull;
@@ -105,7 +113,7 @@ static uint64_t epoch_hash(Loader *l, int epoch, int *n_batches, int *ids, int *
                 const uint8_t *pl = b.bits + ((size_t)i * C + c) * (S * S / 8);
                 for (int k = 0; k < S * S / 8; k++) h = (h ^ pl[k]) * 1099511628211ull;
             }
-            if (ids) ids[(*n_ids)++] = (int)lrintf((b.img[(size_t)i * S * S] + 1.0f) * 32767.5f - 32768.0f);
+            if (ids) ids[(*n_ids)++] = id_of(b.img + ((size_t)i * g_ch + g_ch / 2) * S * S);
         }
     }
     return rc < 0 ? 0 : h;
@@ -191,6 +199,10 @@ int main(void)
     CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "loader, shuffled, 3 threads");
     for (int e = 0; e < 3; e++) h3[e] = epoch_hash(l, e + 1, &nb, NULL, NULL);
     CHECK(!memcmp(h1, h3, sizeof h1), "3 threads give the same batches as 1");
+    /* the uniform shuffle as it was before balanced sampling and context existed */
+    static const int ORDER1[17] = { 103, 104, 8, 0, 105, 100, 3, 102, 6, 5, 4, 9, 1, 101, 106, 7, 2 };
+    CHECK(!memcmp(ids[0], ORDER1, sizeof ORDER1) && h1[0] == 0x4c63ebdbf4f23e59ull,
+          "uniform mode unchanged: seed 7 epoch 1 in the recorded order, same bytes (hash %016llx)", (unsigned long long)h1[0]);
     loader_free(l);
 
     /* --limit-slices: evenly spaced, in cache order */
@@ -260,6 +272,207 @@ int main(void)
     CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "augmenting loader, 3 threads");
     CHECK(epoch_hash(l, 9, &nb, NULL, NULL) == a1 && a1 != 0, "augmentation identical with 3 threads");
     loader_free(l);
+
+    /* ---- balanced (foreground-first) sampling ---- */
+    loader_default_options(&o);
+    CHECK(o.balanced == 0 && fabsf(o.fg_fraction - 0.33f) < 1e-6f && o.context == 0, "defaults: uniform, fg_fraction 0.33, no context");
+    CHECK(loader_fg_slots(4, 0.33f) == 1 && loader_fg_slots(8, 0.33f) == 3 && loader_fg_slots(2, 0.1f) == 1 &&
+          loader_fg_slots(1, 0.33f) == 0 && loader_fg_slots(1, 0.5f) == 1 && loader_fg_slots(4, 0.5f) == 2 &&
+          loader_fg_slots(4, 1.0f) == 4 && loader_fg_slots(4, 0.0f) == 0, "fg slots: round(n * f) half up, >= 1 from n = 2, <= n");
+    o.batch_size = 4;
+    o.hu_lo = -32768;
+    o.hu_hi = 32767;
+    o.shuffle = 1;
+    o.seed = 11;
+    o.balanced = 1;
+    o.fg_fraction = 0.5f;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "balanced loader (fg_fraction 0.5)");
+    CHECK(l && loader_n_fg_structures(l) == 4, "4 structures present in the train split (rib_left_1 never): %d",
+          l ? loader_n_fg_structures(l) : -1);
+    CHECK(l && loader_n_samples(l) == 17 && loader_n_batches(l) == 5, "same epoch length and batch count as uniform");
+    int share_ok = 1, holds_ok = 1, uniform_ok = 1, drawn[C] = { 0 }, n_draws = 0, rib3_ok = 1, n_epoch = 0;
+    for (int e = 0; e < 40 && l; e++) {
+        loader_start_epoch(l, e);
+        int n_in_epoch = 0;
+        while (loader_next(l, &b) == 1) {
+            const int k = loader_fg_slots(b.n, 0.5f);
+            n_in_epoch += b.n;
+            for (int i = 0; i < b.n; i++) {
+                const int st = b.fg[i], id = id_of(b.img + (size_t)i * S * S), z = id % 100;
+                if ((i < k) != (st >= 0)) share_ok = 0;
+                if (st < 0) continue;
+                if (st >= C) { holds_ok = 0; continue; }
+                drawn[st]++;
+                n_draws++;
+                /* the drawn slice holds the structure: presence bit and its true plane */
+                int any = 0;
+                for (int p = 0; p < S * S; p++) any |= mask_of(st, z, p % S, p / S);
+                const uint8_t *pl = b.bits + ((size_t)i * C + st) * (S * S / 8);
+                int plane_ok = 1;
+                for (int p = 0; p < S * S && plane_ok; p++) plane_ok = bit(pl, p) == mask_of(st, z, p % S, p / S);
+                holds_ok &= any && present(b.presence + i, st) && plane_ok;
+                if (st == 4) rib3_ok &= z == 3;
+            }
+        }
+        n_epoch += n_in_epoch == 17;
+    }
+    /* batches of 4, 4, 4, 4, 1: 2 + 2 + 2 + 2 + 1 foreground-first slots per epoch */
+    CHECK(share_ok && n_draws == 40 * 9 && n_epoch == 40, "the first round(n/2) slots of each batch are foreground-first (%d draws in 40 epochs)", n_draws);
+    CHECK(holds_ok, "every foreground-first slice holds its structure (presence bit and mask)");
+    CHECK(drawn[0] && drawn[1] && drawn[2] && drawn[4] && !drawn[3] && rib3_ok,
+          "every present structure reached, the absent one never (draws %d %d %d %d %d; rib_right_1 only from slices 3)",
+          drawn[0], drawn[1], drawn[2], drawn[3], drawn[4]);
+    for (int c = 0; c < C; c++) if (c != 3) uniform_ok &= drawn[c] > n_draws / 4 / 2 && drawn[c] < n_draws / 4 * 2;
+    CHECK(uniform_ok, "structures drawn about equally often (%d %d %d %d of %d)", drawn[0], drawn[1], drawn[2], drawn[4], n_draws);
+    uint64_t bal1 = l ? epoch_hash(l, 5, &nb, NULL, NULL) : 0;
+    CHECK(l && epoch_hash(l, 5, &nb, NULL, NULL) == bal1 && epoch_hash(l, 6, &nb, NULL, NULL) != bal1, "balanced epochs: rerun identical, epochs differ");
+    loader_free(l);
+    o.threads = 3;
+    o.prefetch = 5;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0 && epoch_hash(l, 5, &nb, NULL, NULL) == bal1, "balanced: 3 threads give the same batches as 1");
+    loader_free(l);
+    /* balanced with fg_fraction 0 is uniform sampling, bit for bit */
+    o.fg_fraction = 0;
+    o.threads = 1;
+    o.prefetch = 3;
+    o.seed = 7;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0 && epoch_hash(l, 1, &nb, ids[0], &nid[0]) == h1[0],
+          "balanced with fg_fraction 0 = the uniform shuffle");
+    loader_free(l);
+    /* augmentation + balanced: deterministic over threads; drawn structures follow the flip */
+    o.fg_fraction = 0.33f;
+    o.aug = 1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "balanced, augmented loader");
+    int aug_holds = 1, rib[2] = { 0, 0 };
+    for (int e = 0; e < 30 && l; e++) {
+        loader_start_epoch(l, e);
+        while (loader_next(l, &b) == 1)
+            for (int i = 0; i < b.n; i++) {
+                if (b.fg[i] < 0) continue;
+                aug_holds &= present(b.presence + i, b.fg[i]);
+                if (b.fg[i] >= 3) rib[b.fg[i] - 3]++;   /* rib_right_1 draws, reported as rib_left_1 when flipped */
+            }
+    }
+    CHECK(aug_holds && rib[0] > 0 && rib[1] > 0, "augmented: the reported structure (after a flip's left/right swap) is present "
+          "(rib_right_1 drawn %d times plain, %d flipped into rib_left_1)", rib[1], rib[0]);
+    uint64_t bal_aug = l ? epoch_hash(l, 3, &nb, NULL, NULL) : 0;
+    loader_free(l);
+    o.threads = 2;
+    o.prefetch = 4;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0 && epoch_hash(l, 3, &nb, NULL, NULL) == bal_aug && bal_aug,
+          "balanced + augmented: 2 threads give the same batches as 1");
+    loader_free(l);
+    o.fg_fraction = 1.5f;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == SEG_EARG, "fg_fraction 1.5 refused");
+    /* a split without any structure: balanced falls back to uniform */
+    loader_default_options(&o);
+    o.balanced = 1;
+    CHECK(loader_create(r, 42, 0, &o, &l) == 0 && loader_n_fg_structures(l) == 0, "balanced over an empty split: no structures");
+    loader_free(l);
+
+    /* ---- 2.5D context ---- */
+    loader_default_options(&o);
+    o.batch_size = 4;
+    o.hu_lo = -32768;
+    o.hu_hi = 32767;
+    for (int K = 1; K <= 2; K++) {
+        o.context = K;
+        g_ch = 2 * K + 1;
+        CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "context %d loader", K);
+        if (!l) continue;
+        int ctx_ok = 1, tgt_ok = 1;
+        pos = 0;
+        loader_start_epoch(l, 0);
+        while (loader_next(l, &b) == 1)
+            for (int i = 0; i < b.n; i++, pos++) {
+                const int si = pos < 10 ? 0 : 1, z = pos < 10 ? pos : pos - 10, nz = SUBJ[si].n;
+                for (int ch = 0; ch < g_ch; ch++) {
+                    int zc = z - K + ch;
+                    zc = zc < 0 ? 0 : zc >= nz ? nz - 1 : zc;
+                    const float *img = b.img + ((size_t)i * g_ch + ch) * S * S;
+                    for (int p = 0; p < S * S && ctx_ok; p++) {
+                        float want = ((float)hu_of(si, zc, p % S, p / S) + 32768.0f) * (2.0f / 65535.0f) - 1.0f;
+                        if (img[p] != want) { ctx_ok = 0; printf("  sample %d channel %d pixel %d: %g, want %g (slice %d)\n", pos, ch, p, img[p], want, zc); }
+                    }
+                }
+                for (int c = 0; c < C; c++) {
+                    int want_present = 0;
+                    for (int p = 0; p < S * S; p++) want_present |= mask_of(c, z, p % S, p / S);
+                    if (present(b.presence + i, c) != want_present) tgt_ok = 0;
+                    const uint8_t *pl = b.bits + ((size_t)i * C + c) * (S * S / 8);
+                    for (int p = 0; p < S * S && want_present; p++) tgt_ok &= bit(pl, p) == mask_of(c, z, p % S, p / S);
+                }
+            }
+        CHECK(ctx_ok && pos == 17, "context %d: channel k is slice z-%d+k of the same subject, clamped at its ends, normalised exactly", K, K);
+        CHECK(tgt_ok, "context %d: targets are the centre slice's", K);
+        loader_free(l);
+    }
+    /* the subset keeps its neighbours: a3 sees a2 and a4 though they are not sampled */
+    o.context = 1;
+    g_ch = 3;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 5, &o, &l) == 0, "context 1 on the 5-slice subset");
+    if (l) {
+        loader_start_epoch(l, 0);
+        loader_next(l, &b);
+        CHECK(id_of(b.img + (size_t)1 * 3 * S * S) == 2 && id_of(b.img + (size_t)4 * S * S) == 3 &&
+              id_of(b.img + (size_t)5 * S * S) == 4, "subset sample a3: channels a2 a3 a4");
+        loader_free(l);
+    }
+    /* augmented: the centre channel is what the context-0 loader gives; neighbours are warped
+     * the same way (slices differ only at pixel (0, 0), so only its footprint may differ) */
+    o.aug = 1;
+    o.shuffle = 1;
+    o.seed = 5;
+    o.context = 0;
+    Loader *l0 = NULL;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l0) == 0, "augmented loader, no context");
+    o.context = 1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "augmented loader, context 1");
+    int centre_same = 1, tgt_same = 1, max_diff_px = 0, n_cmp = 0;
+    if (l && l0) {
+        LoaderBatch b0;
+        for (int e = 1; e <= 3; e++) {
+            loader_start_epoch(l, e);
+            loader_start_epoch(l0, e);
+            while (loader_next(l, &b) == 1 && loader_next(l0, &b0) == 1) {
+                centre_same &= b.n == b0.n;
+                for (int i = 0; i < b.n && i < b0.n; i++, n_cmp++) {
+                    const float *c3 = b.img + (size_t)i * 3 * S * S;
+                    centre_same &= !memcmp(c3 + S * S, b0.img + (size_t)i * S * S, sizeof(float) * S * S);
+                    tgt_same &= b.presence[i] == b0.presence[i];   /* C = 5: one presence byte */
+                    for (int c = 0; c < C; c++)   /* planes of absent channels hold stale bytes */
+                        if (present(b.presence + i, c))
+                            tgt_same &= !memcmp(b.bits + ((size_t)i * C + c) * (S * S / 8), b0.bits + ((size_t)i * C + c) * (S * S / 8), S * S / 8);
+                    for (int ch = 0; ch < 3; ch += 2) {
+                        int d = 0;
+                        for (int p = 0; p < S * S; p++) d += c3[(size_t)ch * S * S + p] != c3[S * S + p];
+                        max_diff_px = d > max_diff_px ? d : max_diff_px;
+                    }
+                }
+            }
+        }
+    }
+    CHECK(centre_same && tgt_same && n_cmp == 51, "augmented context: centre channel and targets bit-identical to context 0 (%d samples)", n_cmp);
+    CHECK(max_diff_px <= 4, "augmented context: neighbours under the same flips/rotation/intensity (at most %d pixels differ)", max_diff_px);
+    uint64_t ctx1 = l ? epoch_hash(l, 2, &nb, NULL, NULL) : 0;
+    loader_free(l);
+    loader_free(l0);
+    o.threads = 3;
+    o.prefetch = 4;
+    o.balanced = 1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0, "augmented, balanced, context 1, 3 threads");
+    uint64_t ctx3 = l ? epoch_hash(l, 2, &nb, NULL, NULL) : 0;
+    loader_free(l);
+    o.threads = 1;
+    o.prefetch = 3;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == 0 && epoch_hash(l, 2, &nb, NULL, NULL) == ctx3 && ctx3 && ctx3 != ctx1,
+          "augmented, balanced, context 1: 1 thread = 3 threads");
+    loader_free(l);
+    o.context = -1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == SEG_EARG, "context -1 refused");
+    o.context = LOADER_MAX_CONTEXT + 1;
+    CHECK(loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) == SEG_EARG, "context %d refused", LOADER_MAX_CONTEXT + 1);
+    g_ch = 1;
 
     cache_close(r);
     char p[256];

@@ -1,6 +1,8 @@
 /* tests/test_nn.c : every nn_ layer against PyTorch (tests/fixtures/nn/layers.bin, written by
  * tools/make_nn_fixtures.py): forward outputs, input/weight/bias gradients, BN running stats,
- * BCE loss and gradient from packed bits, Adam. Each check runs on three teams: AVX-512
+ * BCE loss and gradient from packed bits, Adam; the soft-Dice and BCE + soft-Dice losses and
+ * their logit gradients (tests/fixtures/nn/loss.bin, docs/loss.md) against PyTorch fp64, a
+ * double-precision central difference, thread counts 1..4 (bit-identical) and no targets. Each check runs on three teams: AVX-512
  * kernels on 2 threads, the portable kernels on 1 thread, and AVX-512 on 3 threads with a tiny
  * scratch (many small tiles, uneven shares). Tolerance: |got-ref| <= 1e-5*max|ref| + 1e-4*|ref| (fp32, different summation order) unless a check says otherwise. */
 #include <math.h>
@@ -11,7 +13,7 @@
 #include "nn_tfile.h"
 #include "testutil.h"
 
-static NnTFile *g_fx;
+static NnTFile *g_fx, *g_lfx;
 static const char *g_team = "";
 
 static const float *fx(const char *name, size_t *n, int64_t shape[4])
@@ -335,7 +337,7 @@ static void t_bce(NnTeam *t)
         for (int q0 = 0; q0 < HW; q0 += 24) {                  /* tiles starting on bytes */
             const int nq = HW - q0 < 24 ? HW - q0 : 24;
             nn_bce_grad_row(t, dz + (size_t)pl * HW + q0, z + (size_t)pl * HW + q0, bits + (size_t)pl * HW / 8,
-                            pr, q0, nq, (float)(1.0 / count));
+                            pr, q0, nq, (float)(1.0 / count), 0.f, 0.f);
         }
     }
     expect_close("bce dz", dz, dzr, nz, 1e-5);
@@ -351,6 +353,154 @@ static void t_bce(NnTeam *t)
     CHECK(same, "[%s] dice counts tp/fp/fn (ch0: %lld/%lld/%lld ref %lld/%lld/%lld)", g_team,
           (long long)tp[0], (long long)fp[0], (long long)fn[0], (long long)rtp[0], (long long)rfp[0], (long long)rfn[0]);
     free(bits); free(pres); free(dz);
+}
+
+/* ---- soft Dice (loss.bin) ----------------------------------------------------------------- */
+static const float *lfx(const char *name, size_t *n, int64_t shape[4])
+{
+    const float *p = nn_tfile_get(g_lfx, name, n, NULL, shape);
+    if (!p) { printf("FAIL fixture tensor %s missing\n", name); exit(1); }
+    return p;
+}
+
+/* bits and presence from 0/1 targets; absent planes get garbage bits */
+static void pack_bits(const float *tg, int N, int C, int HW, uint8_t *bits, uint8_t *pres)
+{
+    const int CB = (C + 7) / 8;
+    memset(bits, 0, (size_t)N * C * HW / 8);
+    memset(pres, 0, (size_t)N * CB);
+    for (int pl = 0; pl < N * C; pl++) {
+        int any = 0;
+        for (int q = 0; q < HW; q++)
+            if (tg[(size_t)pl * HW + q] > 0.5f) { bits[(size_t)pl * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
+        if (any) pres[(pl / C) * CB + (pl % C) / 8] |= (uint8_t)(1u << (pl % C % 8));
+        else memset(bits + (size_t)pl * HW / 8, 0x5A, (size_t)HW / 8);
+    }
+}
+
+/* loss (kind: 1 dice, 2 bce+dice) and dz through the nn_ calls, as unet.c makes them */
+static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *bits, const uint8_t *pres, int N, int C,
+                           int HW, double *planes, float *a, float *b, float *dz)
+{
+    const double count = (double)N * C * HW;
+    nn_loss_planes(t, z, bits, pres, N, C, HW, 1, planes);
+    const double bce = nn_loss_bce_total(planes, N, C) / count, dice = nn_soft_dice(planes, N, C, a, b);
+    const float scale = kind == 1 ? 0.f : (float)(1.0 / count);
+    const int CB = (C + 7) / 8;
+    for (int pl = 0; pl < N * C; pl++) {
+        const int c = pl % C, pr = (pres[(pl / C) * CB + c / 8] >> (c % 8)) & 1;
+        for (int q0 = 0; q0 < HW; q0 += 24) {                  /* tiles starting on bytes */
+            const int nq = HW - q0 < 24 ? HW - q0 : 24;
+            nn_bce_grad_row(t, dz + (size_t)pl * HW + q0, z + (size_t)pl * HW + q0, bits + (size_t)pl * HW / 8, pr, q0, nq,
+                            scale, a[c], b[c]);
+        }
+    }
+    return kind == 1 ? dice : bce + dice;
+}
+
+/* the same loss in double, straight from the definition (independent of nn_loss.c) */
+static double ref_loss(int kind, const double *z, const float *tg, int N, int C, int HW)
+{
+    double bce = 0, dsum = 0;
+    int ns = 0;
+    for (int c = 0; c < C; c++) {
+        double P = 0, I = 0, Y = 0;
+        for (int n = 0; n < N; n++)
+            for (int q = 0; q < HW; q++) {
+                const size_t i = ((size_t)n * C + c) * HW + q;
+                const double v = z[i], y = tg[i] > 0.5f, p = 1.0 / (1.0 + exp(-v));
+                bce += (v > 0 ? v : 0) - v * y + log1p(exp(-fabs(v)));
+                P += p; I += p * y; Y += y;
+            }
+        if (Y > 0) { ns++; dsum += (2 * I + 1e-5) / (P + Y + 1e-5); }
+    }
+    const double dice = ns ? 1.0 - dsum / ns : 0.0;
+    return kind == 1 ? dice : bce / ((double)N * C * HW) + dice;
+}
+
+static void t_dice_case(NnTeam *t, const char *tag)
+{
+    char nm[64], lbl[64];
+    int64_t zs[4];
+    size_t nz;
+    const float *z = lfx(tagn(nm, tag, "z"), &nz, zs), *tg = lfx(tagn(nm, tag, "t"), NULL, NULL);
+    const int N = (int)zs[0], C = (int)zs[1], HW = (int)(zs[2] * zs[3]);
+    uint8_t *bits = malloc((size_t)N * C * HW / 8), *pres = malloc((size_t)N * ((C + 7) / 8));
+    pack_bits(tg, N, C, HW, bits, pres);
+    double *planes = malloc(sizeof(double) * NN_LOSS_PLANE * N * C), *pl2 = malloc(sizeof(double) * NN_LOSS_PLANE * N * C);
+    float *a = malloc(sizeof(float) * C), *b = malloc(sizeof(float) * C), *a2 = malloc(sizeof(float) * C),
+          *b2 = malloc(sizeof(float) * C), *dz = fcopy(NULL, nz), *dz2 = fcopy(NULL, nz);
+    for (int kind = 1; kind <= 2; kind++) {
+        const char *kn = kind == 1 ? "dice" : "bce+dice";
+        snprintf(lbl, sizeof lbl, "%s.%s", tag, kn);
+        const double loss = nn_loss_grad(t, kind, z, bits, pres, N, C, HW, planes, a, b, dz);
+        snprintf(nm, sizeof nm, "%s.loss64", lbl);
+        const double r64 = lfx(nm, NULL, NULL)[0];
+        snprintf(nm, sizeof nm, "%s.loss", lbl);
+        CHECK(fabs(loss - r64) <= 1e-6 * fabs(r64) + 1e-7, "[%s] %s loss %.9g vs torch fp64 %.9g (fp32 torch %.9g)", g_team, lbl,
+              loss, r64, lfx(nm, NULL, NULL)[0]);
+        snprintf(nm, sizeof nm, "%s.dz", lbl);
+        snprintf(lbl, sizeof lbl, "%s.%s dz", tag, kn);
+        expect_close(lbl, dz, lfx(nm, NULL, NULL), nz, 1e-4);
+        /* thread counts 1 and 4, same kernels: bit-identical sums, coefficients and gradients */
+        int same = 1;
+        for (int th = 1; th <= 4; th += 3) {
+            NnTeam *t2 = NULL;
+            if (nn_team_create(th, 0, 0, &t2) < 0) { same = 0; break; }
+            const double l2 = nn_loss_grad(t2, kind, z, bits, pres, N, C, HW, pl2, a2, b2, dz2);
+            same &= nn_team_generic(t2) == nn_team_generic(t) && l2 == loss &&
+                    !memcmp(planes, pl2, sizeof(double) * NN_LOSS_PLANE * N * C) && !memcmp(a, a2, sizeof(float) * C) &&
+                    !memcmp(b, b2, sizeof(float) * C) && !memcmp(dz, dz2, sizeof(float) * nz);
+            nn_team_free(t2);
+        }
+        CHECK(same, "[%s] %s.%s: 1 and 4 threads give bit-identical plane sums, loss, coefficients and gradient", g_team,
+              tag, kn);
+    }
+    /* central differences of the bce+dice loss in double, at a spread of elements */
+    double *zd = malloc(sizeof(double) * nz), gmax = 0;
+    for (size_t i = 0; i < nz; i++) { zd[i] = z[i]; gmax = fmax(gmax, fabs(dz[i])); }
+    int fd_bad = 0, fd_n = 0;
+    double fd_worst = 0;
+    for (size_t i = 3; i < nz; i += nz / 23) {
+        const double h = 1e-3, z0 = zd[i];
+        zd[i] = z0 + h;
+        const double lp = ref_loss(2, zd, tg, N, C, HW);
+        zd[i] = z0 - h;
+        const double lm = ref_loss(2, zd, tg, N, C, HW);
+        zd[i] = z0;
+        const double fd = (lp - lm) / (2 * h), e = fabs(fd - dz[i]);
+        fd_worst = fmax(fd_worst, e / gmax);
+        if (!(e <= 1e-4 * fabs(fd) + 1e-5 * gmax)) { fd_bad++; printf("    fd %s[%zu]: analytic %.8g numeric %.8g\n", tag, i, dz[i], fd); }
+        fd_n++;
+    }
+    CHECK(fd_bad == 0, "[%s] %s bce+dice: central differences (double, h 1e-3) at %d elements, worst |d|/max|g| %.2g", g_team,
+          tag, fd_n, fd_worst);
+    free(zd);
+    free(bits); free(pres); free(planes); free(pl2); free(a); free(b); free(a2); free(b2); free(dz); free(dz2);
+}
+
+/* no target anywhere: the Dice term is 0 with zero gradient, bce+dice is BCE alone */
+static void t_dice_empty(NnTeam *t)
+{
+    const int N = 2, C = 3, HW = 40, n = N * C * HW;
+    float *z = fcopy(NULL, n), *dz = fcopy(NULL, n), *tg = fcopy(NULL, n), a[3], b[3];
+    uint64_t s = 3;
+    for (int i = 0; i < n; i++) { z[i] = (float)((double)(t_rand(&s) >> 11) / 9007199254740992.0 * 8 - 4); tg[i] = 0.f; }
+    uint8_t bits[2 * 3 * 40 / 8], pres[2];
+    pack_bits(tg, N, C, HW, bits, pres);
+    double planes[2 * 3 * NN_LOSS_PLANE];
+    const double l1 = nn_loss_grad(t, 1, z, bits, pres, N, C, HW, planes, a, b, dz);
+    int zero = 1;
+    for (int i = 0; i < n; i++) zero &= dz[i] == 0.f;
+    CHECK(l1 == 0.0 && zero && a[0] == 0.f && b[2] == 0.f, "[%s] no targets: dice loss %g, gradient all zero", g_team, l1);
+    const double l2 = nn_loss_grad(t, 2, z, bits, pres, N, C, HW, planes, a, b, dz), bce = nn_bce_sum(t, z, bits, pres, N, C, HW) / n;
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        const float e = expf(-fabsf(z[i])), r = 1.f / (1.f + e);
+        same &= fabsf(dz[i] - (z[i] < 0.f ? e * r : r) / n) <= 1e-6f / n;
+    }
+    CHECK(fabs(l2 - bce) <= 1e-12 && same, "[%s] no targets: bce+dice = bce %.9g (%.9g), gradient sigmoid/count", g_team, l2, bce);
+    free(z); free(dz); free(tg);
 }
 
 static void t_adam(NnTeam *t)
@@ -391,6 +541,9 @@ static void run_all(NnTeam *t)
     t_convt(t);
     t_head(t);
     t_bce(t);
+    t_dice_case(t, "a");
+    t_dice_case(t, "b");
+    t_dice_empty(t);
     t_adam(t);
 }
 
@@ -399,6 +552,11 @@ int main(int argc, char **argv)
     const char *path = argc > 1 ? argv[1] : "tests/fixtures/nn/layers.bin";
     int rc = nn_tfile_read(path, &g_fx);
     if (rc < 0) { printf("FAIL %s: %s\n", path, seg_errmsg()); return 1; }
+    char lpath[512];
+    const char *sl = strrchr(path, '/');
+    snprintf(lpath, sizeof lpath, "%.*sloss.bin", sl ? (int)(sl - path + 1) : 0, path);
+    rc = nn_tfile_read(lpath, &g_lfx);
+    if (rc < 0) { printf("FAIL %s: %s\n", lpath, seg_errmsg()); return 1; }
     struct { const char *name; int threads; size_t scratch; int generic; } cfg[] = {
         { "avx512 x2", 2, NN_SCRATCH_DEFAULT, 0 },
         { "generic x1", 1, NN_SCRATCH_DEFAULT, 1 },
@@ -417,5 +575,6 @@ int main(int argc, char **argv)
     }
     unsetenv("SEGKIT_NN_GENERIC");
     nn_tfile_free(g_fx);
+    nn_tfile_free(g_lfx);
     return t_report("test_nn");
 }

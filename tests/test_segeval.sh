@@ -104,6 +104,32 @@ else
                 [ -s "$T/ev/$f" ] || bad "eval output $f missing"
             done
         else bad "eval: $(cat "$T/ev.log")"; fi
+        # 2.5D: the checkpoint widened to context 1 (tools/ckpt_widen.py: its weights on the centre
+        # channel, zeros on the neighbours) computes the same thing from a 3-slice input
+        if "$PY" tools/ckpt_widen.py "$CKPT" "$T/ctx1.safetensors" --context 1 \
+           && "$BIN/segeval" "$T/ctx1.safetensors" "$T/cache" --split train --out "$T/evc" --tag exp1 --max-3d 0 >"$T/evc.log" 2>&1 \
+           && "$BIN/segeval" predict "$T/ctx1.safetensors" "$S/ct.nii.gz" "$T/predc" -q >"$T/predc.log" 2>&1; then
+            grep -q "context 1 (3 slices)" "$T/evc.log" && ok "eval with an in_ch 3 checkpoint runs: $(grep -m1 "context 1" "$T/evc.log" | cut -c1-160)" \
+                || bad "eval log does not name the context: $(head -3 "$T/evc.log")"
+            "$PY" - "$T/ev/evaluation_results_exp1.csv" "$T/evc/evaluation_results_exp1.csv" "$T/pred/segmentation.nii.gz" "$T/predc/segmentation.nii.gz" <<'EOF2' \
+                && ok "context 1 with centre-only weights: eval metrics and predict labels as the 2D checkpoint's" || bad "context checkpoint results differ from the 2D ones"
+import csv, sys
+import nibabel as nib, numpy as np
+def rows(p):
+    return [r for r in csv.reader(open(p))]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+worst = 0.0
+ok = len(a) == len(b) and a[0] == b[0]
+for ra, rb in zip(a[1:], b[1:]):
+    for x, y in zip(ra, rb):
+        try: worst = max(worst, abs(float(x) - float(y)))
+        except ValueError: ok &= x == y
+va, vb = nib.load(sys.argv[3]).get_fdata(), nib.load(sys.argv[4]).get_fdata()
+nd = int((va != vb).sum())
+print(f"  {len(a) - 1} metric rows, max |diff| {worst:.3g}; predict: {nd} of {va.size} voxels differ")
+sys.exit(0 if ok and worst <= 1e-3 and nd <= va.size * 1e-5 else 1)
+EOF2
+        else bad "context checkpoint: $(cat "$T/evc.log" "$T/predc.log" 2>/dev/null | tail -3)"; fi
         expect_fail "eval: missing split" "no test subjects" "$BIN/segeval" "$CKPT" "$T/cache" --out "$T/e5"
         head -c 3000 /dev/urandom >"$T/garbage.safetensors"
         expect_fail "eval: unreadable checkpoint" "garbage.safetensors" "$BIN/segeval" "$T/garbage.safetensors" "$T/cache" --out "$T/e6"

@@ -6,7 +6,9 @@
  * finite differences of a few gradients, bit-identical gradients on a repeat, eval forward
  * leaves the running stats alone, same seed -> same init (within PyTorch's init bounds),
  * SEG_EARG for bad shapes and call order, gradient clipping, the default model's size and
- * FLOPs (7,766,293 params, 24.553 GFLOP), and a small model learning a toy task.
+ * FLOPs (7,766,293 params, 24.553 GFLOP), and a small model learning a toy task. unet_dice.bin
+ * is the same check for the BCE + soft-Dice loss (docs/loss.md; one channel without targets
+ * in the batch, one absent plane), loss parts included; the loss-kind API is checked too.
  * Tolerances (fp32 vs PyTorch fp32, different summation orders): logits/params rtol 1e-4 +
  * atol 1e-5*max|ref|; gradients rtol 1e-3 + atol 1e-4*max|ref| of the tensor (they pass
  * through up to 2L+2 BatchNorms, where the batch-statistics backward cancels); measured
@@ -78,21 +80,34 @@ static int load_state(Unet *m, const char *prefix)
     return ok;
 }
 
-/* BCE-with-logits mean, in double from the model's logits (independent of nn_bce_sum) */
-static double loss_at(Unet *m, const float *x, int N, const float *t, size_t n)
+/* The model's loss (kind UNET_LOSS_*) in double from its logits, straight from the
+ * definition (independent of nn_loss.c): BCE-with-logits mean and/or the soft-Dice term */
+static double loss_at(Unet *m, const float *x, int N, const float *t, size_t n, int kind, int C)
 {
     unet_forward(m, x, N, 1);
     const float *z = unet_logits(m);
-    double s = 0;
+    const size_t HW = n / ((size_t)N * C);
+    double s = 0, dsum = 0;
+    int ns = 0;
     for (size_t i = 0; i < n; i++) {
         const double v = z[i];
         s += (v > 0 ? v : 0) - v * t[i] + log1p(exp(-fabs(v)));
     }
-    (void)N;
-    return s / (double)n;
+    for (int c = 0; c < C; c++) {
+        double P = 0, I = 0, Y = 0;
+        for (int k = 0; k < N; k++)
+            for (size_t q = 0; q < HW; q++) {
+                const size_t i = ((size_t)k * C + c) * HW + q;
+                const double p = 1.0 / (1.0 + exp(-(double)z[i]));
+                P += p; I += p * t[i]; Y += t[i];
+            }
+        if (Y > 0) { ns++; dsum += (2 * I + 1e-5) / (P + Y + 1e-5); }
+    }
+    const double bce = s / (double)n, dice = ns ? 1.0 - dsum / ns : 0.0;
+    return kind == UNET_LOSS_BCE ? bce : kind == UNET_LOSS_DICE ? dice : bce + dice;
 }
 
-static void t_fixture(const char *path, int threads)
+static void t_fixture(const char *path, int threads, int kind)
 {
     if (nn_tfile_read(path, &g_fx) < 0) { CHECK(0, "read %s: %s", path, seg_errmsg()); return; }
     size_t ncfg;
@@ -104,11 +119,12 @@ static void t_fixture(const char *path, int threads)
     for (int i = 0; i < L; i++) cfg.features[i] = (int)cf[4 + i];
     printf("-- %s: features", path);
     for (int i = 0; i < L; i++) printf(" %d", cfg.features[i]);
-    printf(", C=%d, batch %d, %dx%d, %d threads\n", C, N, H, W, threads);
+    printf(", C=%d, batch %d, %dx%d, %d threads, loss %s\n", C, N, H, W, threads, unet_loss_name(kind));
     Unet *m = NULL;
     int rc = unet_create(&cfg, N, H, W, threads, &m);
     CHECK(rc == 0, "unet_create: %s", rc ? seg_errmsg() : "ok");
     if (rc) { nn_tfile_free(g_fx); return; }
+    if (kind != UNET_LOSS_BCE) CHECK(unet_set_loss(m, kind) == SEG_OK, "unet_set_loss(%s)", unet_loss_name(kind));
 
     /* the state dict: same names, same order as PyTorch (fixture order) */
     int same = 1, k = 0;
@@ -131,6 +147,14 @@ static void t_fixture(const char *path, int threads)
     close_to("logits (train mode)", unet_logits(m), lref, nl, 1e-5, 1e-4, 0);
     const float loss = unet_loss_bce(m, bits, pres, N), lr = fx("loss", NULL)[0];
     CHECK(fabsf(loss - lr) <= 1e-5f * lr, "loss %.8f vs torch %.8f (rel %.2g, tol 1e-5)", loss, lr, fabs(loss - lr) / lr);
+    double pb, pd;
+    unet_loss_parts(m, &pb, &pd);
+    if (kind == UNET_LOSS_BCE) CHECK(isnan(pd) && fabs(pb - loss) <= 1e-6 * loss, "loss parts: bce %.8f, dice NaN (not computed)", pb);
+    else {
+        const double rb = fx("loss_bce", NULL)[0], rd = fx("loss_dice", NULL)[0];
+        CHECK(fabs(pb - rb) <= 1e-5 * rb && fabs(pd - rd) <= 1e-5 * rd, "loss parts: bce %.8f dice %.8f vs torch %.8f %.8f", pb, pd,
+              rb, rd);
+    }
     int64_t *tp = calloc((size_t)C, 8), *fpv = calloc((size_t)C, 8), *fnv = calloc((size_t)C, 8);
     unet_dice_counts(m, bits, pres, N, tp, fpv, fnv);
     int dice_ok = 1;
@@ -255,9 +279,9 @@ static void t_fixture(const char *path, int threads)
             int k = 0;
             for (double h = 1e-3; k < 3; h /= sqrt(10.0), k++) {
                 *w = (float)(w0 + h);
-                const double lp = loss_at(m, x, N, t, nl);
+                const double lp = loss_at(m, x, N, t, nl, kind, C);
                 *w = (float)(w0 - h);
-                const double lm = loss_at(m, x, N, t, nl);
+                const double lm = loss_at(m, x, N, t, nl, kind, C);
                 *w = w0;
                 fds[k] = (lp - lm) / ((double)(float)(w0 + h) - (double)(float)(w0 - h));
             }
@@ -352,6 +376,29 @@ static void t_api(void)
     CHECK(unet_forward(m, x, 1, 1) == 0, "forward on zeros");
     CHECK(unet_backward(m) == SEG_EARG, "backward without a loss -> SEG_EARG");
     CHECK(isnan(unet_loss_bce(m, NULL, NULL, 2)), "loss with a batch other than the forward's -> NaN");
+    /* the loss kinds */
+    int kind = -1, kinds_ok = 1;
+    const char *names[] = { "bce", "dice", "bce+dice" };
+    for (int k = 0; k < 3; k++) kinds_ok &= unet_loss_parse(names[k], &kind) == SEG_OK && kind == k && !strcmp(unet_loss_name(k), names[k]);
+    CHECK(kinds_ok && UNET_LOSS_BCE == 0 && UNET_LOSS_DICE == 1 && UNET_LOSS_BCE_DICE == 2, "loss names parse to their kinds and back");
+    CHECK(unet_loss_parse("focal", &kind) == SEG_EARG && kind == 2 && strstr(seg_errmsg(), "focal"), "unknown loss -> SEG_EARG (%s)",
+          seg_errmsg());
+    CHECK(unet_loss_parse("Dice", &kind) == SEG_EARG && unet_loss_parse("", &kind) == SEG_EARG && !strcmp(unet_loss_name(7), "?"),
+          "names are exact and lower case; unet_loss_name of a bad kind is \"?\"");
+    CHECK(unet_set_loss(m, 3) == SEG_EARG && unet_set_loss(m, -1) == SEG_EARG, "unet_set_loss of a bad kind -> SEG_EARG");
+    {
+        uint8_t *zb = calloc(32 * 48 * 117 / 8, 1), zp[15] = { 0 };
+        double pb = 0, pd = 0;
+        float l = 0;
+        CHECK(unet_loss(m, zb, zp, 1, &l) == SEG_OK && unet_set_loss(m, UNET_LOSS_BCE_DICE) == SEG_OK && unet_backward(m) == SEG_EARG,
+              "changing the loss kind after unet_loss: backward needs a new loss -> SEG_EARG");
+        unet_loss_parts(m, &pb, &pd);
+        CHECK(unet_loss(m, zb, zp, 1, &l) == SEG_OK && (unet_loss_parts(m, &pb, &pd), pd == 0.0 && fabs(l - pb) < 1e-7) &&
+              unet_backward(m) == SEG_OK, "bce+dice with no targets at all: Dice term 0, loss = BCE %.6f", l);
+        CHECK(unet_set_loss(m, UNET_LOSS_DICE) == SEG_OK && unet_loss(m, zb, zp, 1, &l) == SEG_OK && l == 0.f && unet_backward(m) == SEG_OK,
+              "dice alone with no targets: loss 0, backward runs");
+        free(zb);
+    }
     /* clipping: norm in double, and the scaled grads have the asked norm */
     const size_t np = unet_n_params(m);
     float *g = unet_grads(m);
@@ -423,12 +470,14 @@ static void t_learns(void)
 
 int main(void)
 {
-    t_fixture("tests/fixtures/nn/unet_l2.bin", 2);
+    t_fixture("tests/fixtures/nn/unet_l2.bin", 2, UNET_LOSS_BCE);
+    t_fixture("tests/fixtures/nn/unet_dice.bin", 2, UNET_LOSS_BCE_DICE);
     setenv("SEGKIT_NN_GENERIC", "1", 1);             /* the portable kernels, whole model */
     printf("-- portable kernels (SEGKIT_NN_GENERIC=1):\n");
-    t_fixture("tests/fixtures/nn/unet_l2.bin", 1);
+    t_fixture("tests/fixtures/nn/unet_l2.bin", 1, UNET_LOSS_BCE);
+    t_fixture("tests/fixtures/nn/unet_dice.bin", 1, UNET_LOSS_BCE_DICE);
     unsetenv("SEGKIT_NN_GENERIC");
-    t_fixture("tests/fixtures/nn/unet_l3.bin", 2);
+    t_fixture("tests/fixtures/nn/unet_l3.bin", 2, UNET_LOSS_BCE);
     t_api();
     t_learns();
     return t_report("test_unet");

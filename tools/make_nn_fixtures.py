@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Write the PyTorch reference fixtures for tests/test_nn.c and tests/test_unet.c.
+"""Write the PyTorch reference fixtures for tests/test_nn.c and tests/test_unet.c
+(layers.bin, loss.bin: the soft-Dice loss of docs/loss.md; unet_*.bin: whole models).
 
 Needs torch (Debian: apt-get install -y python3-torch); the tests themselves only read the
 files. Run from the repository root:
@@ -179,7 +180,58 @@ def layer_fixtures(w):
     w.add("adam.v3", st["exp_avg_sq"])
 
 
-def unet_fixture(w, feats, C, N, H, W, seed):
+def soft_dice(z, t):
+    """docs/loss.md: 1 - mean over channels with targets in the batch of the soft Dice."""
+    p = torch.sigmoid(z)
+    inter = (p * t).sum((0, 2, 3))
+    den = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
+    pres = t.sum((0, 2, 3)) > 0
+    return 1 - ((2 * inter[pres] + 1e-5) / (den[pres] + 1e-5)).mean()
+
+
+def loss_of(kind, z, t):
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(z, t)
+    if kind == "dice":
+        return soft_dice(z, t)
+    return F.binary_cross_entropy_with_logits(z, t) + soft_dice(z, t)
+
+
+def loss_fixtures(w):
+    """Soft Dice and BCE + soft Dice on logits: loss (fp32 and fp64) and d loss / d logits.
+    Targets for absent planes are all zero (the C test fills their bits with garbage)."""
+    torch.manual_seed(4321)
+    # "a": HW = 72 (a tail after the 16-pixel vectors), logits up to +-60; channel 2 has no
+    # target anywhere in the batch (left out of the mean); plane (1, 3) is absent while
+    # channel 3 has targets in sample 0 (its gradient there is the b_c term alone)
+    z = rnd(2, 5, 8, 9, scale=4.0)
+    z[0, 0, 0, :6] = torch.tensor([60.0, -60.0, 30.0, -30.0, 1e-4, -17.5])
+    t = (torch.rand(2, 5, 8, 9) < 0.3).float()
+    t[:, 2] = 0
+    t[1, 3] = 0
+    cases = [("a", z, t)]
+    # "b": a batch of 3 where only channels 0 and 4 have targets (and channel 4 only in one
+    # sample, two pixels); HW = 32 (whole vectors only); small logits
+    z = rnd(3, 6, 4, 8, scale=1.5)
+    t = torch.zeros(3, 6, 4, 8)
+    t[:, 0] = (torch.rand(3, 4, 8) < 0.5).float()
+    t[1, 4, 2, 3] = 1
+    t[1, 4, 0, 0] = 1
+    cases.append(("b", z, t))
+    for tag, z, t in cases:
+        w.add(f"{tag}.z", z)
+        w.add(f"{tag}.t", t)
+        for kind in ("dice", "bce+dice"):
+            zz = z.clone().requires_grad_()
+            loss = loss_of(kind, zz, t)
+            (dz,) = torch.autograd.grad(loss, (zz,))
+            w.add(f"{tag}.{kind}.loss", loss.reshape(1))
+            w.add(f"{tag}.{kind}.loss64", torch.tensor([loss_of(kind, z.double(), t.double()).item()]))
+            w.add(f"{tag}.{kind}.dz", dz)
+        w.add(f"{tag}.dice64", torch.tensor([soft_dice(z.double(), t.double()).item()]))
+
+
+def unet_fixture(w, feats, C, N, H, W, seed, loss_kind="bce"):
     torch.manual_seed(seed)
     m = UNet(C, feats)
     with torch.no_grad():                   # BN not at its 1/0 init, some gammas negative
@@ -196,16 +248,21 @@ def unet_fixture(w, feats, C, N, H, W, seed):
     x = rnd(N, 1, H, W)
     t = (torch.rand(N, C, H, W) < 0.15).float()
     t[N - 1, C - 1] = 0                       # an absent plane
+    if loss_kind != "bce":
+        t[:, 2] = 0                           # a channel with no target in the batch
     w.add("x", x)
     w.add("t", t)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     m.train()
     opt.zero_grad()
     y = m(x)
-    loss = F.binary_cross_entropy_with_logits(y, t)
+    loss = loss_of(loss_kind, y, t)
     loss.backward()
     w.add("logits", y)
     w.add("loss", loss.reshape(1))
+    if loss_kind != "bce":
+        w.add("loss_bce", F.binary_cross_entropy_with_logits(y, t).reshape(1))
+        w.add("loss_dice", soft_dice(y, t).reshape(1))
     for k, p in m.named_parameters():
         w.add(f"grad.{k}", p.grad)
     opt.step()
@@ -226,11 +283,17 @@ def main():
     layer_fixtures(w)
     w.save(os.path.join(a.out, "layers.bin"))
     w = Writer()
+    loss_fixtures(w)
+    w.save(os.path.join(a.out, "loss.bin"))
+    w = Writer()
     unet_fixture(w, (8, 16), 5, 2, 8, 64, 77)   # level 0 is wide: row-buffer convs
     w.save(os.path.join(a.out, "unet_l2.bin"))
     w = Writer()
     unet_fixture(w, (4, 8, 8), 5, 2, 16, 16, 78)    # features need not double
     w.save(os.path.join(a.out, "unet_l3.bin"))
+    w = Writer()
+    unet_fixture(w, (8, 16), 5, 2, 8, 64, 79, "bce+dice")
+    w.save(os.path.join(a.out, "unet_dice.bin"))
     return 0
 
 

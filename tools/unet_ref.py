@@ -13,8 +13,11 @@ Also reads segkit safetensors checkpoints (load_safetensors / UNet.from_safetens
 a model trained by segtrain can be run or inspected here. Only numpy is needed for reading;
 torch is needed for the module itself.
 
-    /usr/bin/python3 tools/unet_ref.py --keys [--features 32,64,128,256 --classes 117]
+    /usr/bin/python3 tools/unet_ref.py --keys [--features 32,64,128,256 --classes 117 --in-ch 1]
     /usr/bin/python3 tools/unet_ref.py --check CKPT.safetensors   # load it and run one forward
+
+in_ch = 2K+1 is a 2.5D model (segtrain --context K): input channels are slices z-K..z+K.
+A checkpoint's in_ch comes from its first convolution (config_from_state).
     /usr/bin/python3 tools/unet_ref.py --bench [--device cuda] [--batches 8,32,64]
             [--precisions fp32,bf16] [--modes eager,compile] [--steps 10 --blocks 5]
 
@@ -88,6 +91,7 @@ if nn is not None:
             feats = list(features)
             self.features = feats
             self.n_classes = n_classes
+            self.in_ch = in_ch
             self.downs = nn.ModuleList()
             self.ups = nn.ModuleList()
             self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
@@ -148,8 +152,14 @@ if nn is not None:
 
         @classmethod
         def from_safetensors(cls, path):
-            state, _ = load_safetensors(path)
-            return cls.from_state(state)
+            """Build and load a model from a segkit checkpoint; its metadata's in_ch (if any)
+            must agree with the first convolution's input channels."""
+            state, meta = load_safetensors(path)
+            m = cls.from_state(state)
+            cfg = json.loads(meta["config"]) if "config" in meta else {}
+            if "in_ch" in cfg and int(cfg["in_ch"]) != m.in_ch:
+                raise ValueError(f"{path}: metadata in_ch {cfg['in_ch']} but the first convolution takes {m.in_ch} channels")
+            return m
 
 
 def bench(a):
@@ -181,14 +191,14 @@ def bench(a):
             adt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
             for nb in [int(s) for s in a.batches.split(",")]:
                 torch.manual_seed(0)
-                model = UNet(a.classes, feats).to(dev)
+                model = UNet(a.classes, feats, a.in_ch).to(dev)
                 opt = torch.optim.Adam(model.parameters(), lr=1e-4)
                 scaler = None
                 if prec == "fp16":
                     scaler = torch.amp.GradScaler("cuda") if hasattr(torch.amp, "GradScaler") else torch.cuda.amp.GradScaler()
                 lossf = nn.BCEWithLogitsLoss()
                 run = torch.compile(model) if mode == "compile" else model
-                xh = torch.rand(nb, 1, a.size, a.size) * 2 - 1
+                xh = torch.rand(nb, a.in_ch, a.size, a.size) * 2 - 1
                 if cuda:
                     xh = xh.pin_memory()
                 t = (torch.rand(nb, a.classes, a.size, a.size, device=dev) < 0.125).float()
@@ -245,6 +255,7 @@ def main():
     ap.add_argument("--keys", action="store_true", help="print state_dict keys and shapes")
     ap.add_argument("--features", default="32,64,128,256")
     ap.add_argument("--classes", type=int, default=117)
+    ap.add_argument("--in-ch", type=int, default=1, help="input channels, 2K+1 for context K (--keys, --bench)")
     ap.add_argument("--check", metavar="CKPT", help="load a safetensors checkpoint and run a forward")
     ap.add_argument("--bench", action="store_true", help="training/inference throughput as JSON")
     ap.add_argument("--device", default="cuda")
@@ -269,10 +280,10 @@ def main():
         m = UNet.from_safetensors(a.check).eval()
         L = len(m.features)
         with torch.no_grad():
-            y = m(torch.zeros(1, 1, 2 ** L * 4, 2 ** L * 4))
-        print(f"{a.check}: features {m.features} classes {m.n_classes} -> logits {tuple(y.shape)}")
+            y = m(torch.zeros(1, m.in_ch, 2 ** L * 4, 2 ** L * 4))
+        print(f"{a.check}: in_ch {m.in_ch} features {m.features} classes {m.n_classes} -> logits {tuple(y.shape)}")
         return 0
-    m = UNet(a.classes, [int(s) for s in a.features.split(",")])
+    m = UNet(a.classes, [int(s) for s in a.features.split(",")], a.in_ch)
     if a.keys:
         for k, v in m.state_dict().items():
             print(k, tuple(v.shape))

@@ -10,7 +10,11 @@
  *   rotation uniform in +-rot_deg about the centre (image bilinear, masks nearest,
  *   outside filled with the window's low end and no structure), then intensity
  *   x * (1 + u * int_scale) + v * int_shift with u, v uniform in [-1, 1].
- * Only the planes of present channels are transformed. */
+ * Only the planes of present channels are transformed. With context, every input channel
+ * (a neighbouring slice) goes through the same flips, rotation and intensity change.
+ *
+ * Balanced sampling: a CSR index (fg_struct, fg_off, fg_idx) from each present structure
+ * to the samples holding it, read from the presence bitmaps once at loader_create. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader.h"
 #include "err.h"
@@ -25,6 +29,7 @@ typedef struct Sample { int32_t subject, z; } Sample;
 typedef struct Slot {
     float   *img;
     uint8_t *bits, *pres;
+    int     *fg;
     int      n;
     int64_t  batch;          /* batch held, valid when it equals the one asked for */
 } Slot;
@@ -34,7 +39,7 @@ typedef struct Worker {
     pthread_t      th;
     int            started;
     CacheCursor   *cur;
-    int16_t       *hu;       /* H*W */
+    int16_t       *hu;       /* H*W: the slice being decoded */
     uint8_t       *bits;     /* C planes (aug only) */
     uint8_t       *pres;     /* (aug only) */
     int32_t       *map;      /* H*W source pixel or -1 (aug only) */
@@ -49,6 +54,11 @@ struct Loader {
     int64_t       n;
     int32_t      *perm;
     int           n_batches;
+    int           CH;         /* input channels: 2 * context + 1 */
+    int           n_fg;       /* structures with samples (balanced only) */
+    int32_t      *fg_struct;  /* n_fg channels */
+    int64_t      *fg_off;     /* n_fg + 1: fg_idx[fg_off[j] .. fg_off[j+1]) hold structure j */
+    int32_t      *fg_idx;     /* sample indices */
     int          *lr;         /* left-right partner of each channel */
     Slot         *slots;
     int           Q;
@@ -91,6 +101,15 @@ void loader_default_options(LoaderOptions *o)
     o->rot_deg = 15;
     o->int_scale = 0.1f;
     o->int_shift = 0.1f;
+    o->fg_fraction = 0.33f;
+}
+
+int loader_fg_slots(int n, float fg_fraction)
+{
+    if (!(fg_fraction > 0) || n < 1) return 0;
+    int k = (int)floorf((float)n * fg_fraction + 0.5f);   /* half rounds up */
+    if (k < 1 && n >= 2) k = 1;
+    return k > n ? n : k;
 }
 
 /* "x_left..." <-> "x_right...": the first occurrence of the side word is swapped. */
@@ -124,12 +143,60 @@ void loader_free(Loader *l)
         cache_cursor_close(w->cur);
         free(w->hu); free(w->bits); free(w->pres); free(w->map);
     }
-    for (int i = 0; i < l->Q && l->slots; i++) { free(l->slots[i].img); free(l->slots[i].bits); free(l->slots[i].pres); }
+    for (int i = 0; i < l->Q && l->slots; i++) {
+        free(l->slots[i].img); free(l->slots[i].bits); free(l->slots[i].pres); free(l->slots[i].fg);
+    }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv_work);
     pthread_cond_destroy(&l->cv_done);
     free(l->w); free(l->slots); free(l->samples); free(l->perm); free(l->lr);
+    free(l->fg_struct); free(l->fg_off); free(l->fg_idx);
     free(l);
+}
+
+/* The CSR index structure -> samples holding it, from the presence bitmaps (one LMDB
+ * lookup per sample, no decompression); n_fg counts the structures with any sample. */
+static int build_fg_index(Loader *l)
+{
+    CacheCursor *cur = NULL;
+    uint8_t *pres = malloc(l->pbytes * (size_t)(l->n ? l->n : 1));
+    int64_t *cnt = calloc((size_t)l->C + 1, sizeof *cnt);
+    int rc = pres && cnt ? cache_cursor_open(l->r, &cur) : seg_err(SEG_ENOMEM, "loader: presence of %lld samples", (long long)l->n);
+    for (int64_t i = 0; i < l->n && rc == SEG_OK; i++) {
+        uint8_t *p = pres + (size_t)i * l->pbytes;
+        rc = cache_read_presence(cur, cache_subject(l->r, l->samples[i].subject), l->samples[i].z, p);
+        for (int c = 0; c < l->C && rc == SEG_OK; c++) cnt[c] += (p[c >> 3] >> (c & 7)) & 1;
+    }
+    cache_cursor_close(cur);
+    int64_t total = 0;
+    for (int c = 0; c < l->C; c++) { l->n_fg += cnt[c] > 0; total += cnt[c]; }
+    if (rc == SEG_OK) {
+        l->fg_struct = malloc(sizeof *l->fg_struct * (size_t)(l->n_fg + 1));
+        l->fg_off = malloc(sizeof *l->fg_off * (size_t)(l->n_fg + 1));
+        l->fg_idx = malloc(sizeof *l->fg_idx * (size_t)(total + 1));
+        if (!l->fg_struct || !l->fg_off || !l->fg_idx) rc = seg_err(SEG_ENOMEM, "loader: index of %lld structure slices", (long long)total);
+    }
+    if (rc == SEG_OK) {
+        /* cnt[c] becomes the write position of structure c (its rank j among present ones) */
+        int j = 0;
+        int64_t off = 0;
+        for (int c = 0; c < l->C; c++) {
+            if (!cnt[c]) { cnt[c] = -1; continue; }
+            l->fg_struct[j] = c;
+            l->fg_off[j++] = off;
+            off += cnt[c];
+            cnt[c] = l->fg_off[j - 1];
+        }
+        l->fg_off[j] = off;
+        for (int64_t i = 0; i < l->n; i++) {
+            const uint8_t *p = pres + (size_t)i * l->pbytes;
+            for (int c = 0; c < l->C; c++)
+                if ((p[c >> 3] >> (c & 7)) & 1) l->fg_idx[cnt[c]++] = (int32_t)i;
+        }
+    }
+    free(pres);
+    free(cnt);
+    return rc;
 }
 
 int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOptions *o, Loader **out)
@@ -138,6 +205,10 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
     if (o->batch_size < 1 || o->batch_size > 4096 || o->threads < 1 || o->threads > 256 || o->prefetch < 2 || o->prefetch > 64)
         return seg_err(SEG_EARG, "loader: batch size %d, threads %d, prefetch %d out of range", o->batch_size, o->threads, o->prefetch);
     if (!(o->hu_hi > o->hu_lo)) return seg_err(SEG_EARG, "loader: HU window [%g, %g] is empty", o->hu_lo, o->hu_hi);
+    if (o->balanced && !(o->fg_fraction >= 0 && o->fg_fraction <= 1))
+        return seg_err(SEG_EARG, "loader: foreground fraction %g is not in [0, 1]", o->fg_fraction);
+    if (o->context < 0 || o->context > LOADER_MAX_CONTEXT)
+        return seg_err(SEG_EARG, "loader: context %d is not in 0..%d", o->context, LOADER_MAX_CONTEXT);
     Loader *l = calloc(1, sizeof *l);
     if (!l) return seg_err(SEG_ENOMEM, "loader");
     pthread_mutex_init(&l->mu, NULL);
@@ -150,6 +221,7 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
     l->plane = cache_plane_bytes(r);
     l->pbytes = cache_presence_bytes(r);
     l->holding = -1;
+    l->CH = 2 * o->context + 1;
     int rc = SEG_OK;
 
     int64_t total = 0;
@@ -175,6 +247,7 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
     for (int c = 0; c < l->C; c++) l->lr[c] = find_partner(cache_labels(r), c);
     for (int c = 0; c < l->C; c++)
         if (l->lr[c] != c && find_partner(cache_labels(r), l->lr[c]) != c) l->lr[c] = c;
+    if (o->balanced && (rc = build_fg_index(l)) < 0) goto fail;
 
     size_t B = (size_t)o->batch_size, HW = (size_t)l->H * l->W;
     l->Q = o->prefetch;
@@ -182,12 +255,14 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
     if (!l->slots) { rc = seg_err(SEG_ENOMEM, "loader slots"); goto fail; }
     for (int i = 0; i < l->Q; i++) {
         Slot *s = &l->slots[i];
-        s->img = malloc(sizeof(float) * B * HW);
+        s->img = malloc(sizeof(float) * B * (size_t)l->CH * HW);
         s->bits = malloc(B * (size_t)l->C * l->plane);
         s->pres = malloc(B * l->pbytes);
+        s->fg = malloc(sizeof(int) * B);
         s->batch = -1;
-        if (!s->img || !s->bits || !s->pres) {
-            rc = seg_err(SEG_ENOMEM, "loader: %d batch slots of %zu MB", l->Q, (B * (HW * 4 + (size_t)l->C * l->plane)) >> 20);
+        if (!s->img || !s->bits || !s->pres || !s->fg) {
+            rc = seg_err(SEG_ENOMEM, "loader: %d batch slots of %zu MB", l->Q,
+                         (B * (HW * 4 * (size_t)l->CH + (size_t)l->C * l->plane)) >> 20);
             goto fail;
         }
     }
@@ -220,6 +295,7 @@ fail:
 
 int64_t loader_n_samples(const Loader *l) { return l->n; }
 int loader_n_batches(const Loader *l) { return l->n_batches; }
+int loader_n_fg_structures(const Loader *l) { return l->n_fg; }
 int loader_lr_partner(const Loader *l, int c) { return c >= 0 && c < l->C ? l->lr[c] : c; }
 
 /* ---- one sample ---- */
@@ -234,55 +310,116 @@ void loader_normalise_hu(const int16_t *hu, float *dst, size_t n, float lo, floa
     }
 }
 
-/* Decode sample at epoch position pos into slot item i, augmented when asked. */
-static int fill_one(Worker *w, Slot *s, int i, int64_t pos)
+/* The sample at epoch position pos: a foreground-first draw when fg, else the permutation's.
+ * *st: the structure drawn (-1 for the permutation). */
+static int64_t sample_at(const Loader *l, int64_t pos, int fg, int *st)
 {
-    Loader *l = w->l;
-    const int H = l->H, W = l->W, C = l->C;
-    const size_t HW = (size_t)H * W;
-    const Sample sm = l->samples[l->perm[pos]];
-    const CacheSubject *subj = cache_subject(l->r, sm.subject);
-    float *img = s->img + (size_t)i * HW;
-    uint8_t *bits = s->bits + (size_t)i * C * l->plane, *pres = s->pres + (size_t)i * l->pbytes;
-    if (!l->o.aug) {
-        TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, bits, pres, 0));
-        loader_normalise_hu(w->hu, img, HW, l->o.hu_lo, l->o.hu_hi);
-        return SEG_OK;
-    }
-    TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, w->bits, w->pres, 0));
-    uint64_t rs = mix(l->o.seed ^ mix((uint64_t)l->epoch * 0x9E3779B97F4A7C15ull + (uint64_t)pos));
-    uint64_t r0 = next_u64(&rs);
-    const int flip_lr = (int)(r0 & 1), flip_ap = (int)((r0 >> 1) & 1);
-    const double ang = (2 * next_unit(&rs) - 1) * l->o.rot_deg * M_PI / 180.0;
-    const float gain = (float)(1 + (2 * next_unit(&rs) - 1) * l->o.int_scale);
-    const float bias = (float)((2 * next_unit(&rs) - 1) * l->o.int_shift);
-    const double ca = cos(ang), sa = sin(ang), cx = (W - 1) * 0.5, cy = (H - 1) * 0.5;
+    *st = -1;
+    if (!fg) return l->perm[pos];
+    /* its own stream (not the augmentation's), a pure function of (seed, epoch, position) */
+    uint64_t rs = mix(mix(l->o.seed + 0x6A09E667F3BCC909ull) ^ mix((uint64_t)l->epoch * 0xBB67AE8584CAA73Bull + (uint64_t)pos));
+    const int j = (int)(next_u64(&rs) % (uint64_t)l->n_fg);
+    const int64_t n = l->fg_off[j + 1] - l->fg_off[j];
+    *st = l->fg_struct[j];
+    return l->fg_idx[l->fg_off[j] + (int64_t)(next_u64(&rs) % (uint64_t)n)];
+}
+
+/* The augmentation of one sample. */
+typedef struct Aug {
+    int    flip_lr, flip_ap;
+    double ca, sa;
+    float  gain, bias;
+} Aug;
+
+/* Warp one slice of HU into dst (H*W normalised) under a; map (or NULL): the
+ * nearest source pixel of each output pixel, or -1 outside. */
+static void warp_image(const Loader *l, const int16_t *hu, float *dst, int32_t *map, const Aug *a)
+{
+    const int H = l->H, W = l->W;
+    const double cx = (W - 1) * 0.5, cy = (H - 1) * 0.5;
     const float lo = l->o.hu_lo, hi = l->o.hu_hi, sc = 2.0f / (hi - lo);
     /* inverse map: output pixel -> rotate back about the centre -> undo the flips */
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             double dx = x - cx, dy = y - cy;
-            double sx = ca * dx + sa * dy + cx, sy = -sa * dx + ca * dy + cy;
-            if (flip_lr) sx = (W - 1) - sx;
-            if (flip_ap) sy = (H - 1) - sy;
+            double sx = a->ca * dx + a->sa * dy + cx, sy = -a->sa * dx + a->ca * dy + cy;
+            if (a->flip_lr) sx = (W - 1) - sx;
+            if (a->flip_ap) sy = (H - 1) - sy;
             const size_t p = (size_t)y * W + x;
-            int ix = (int)floor(sx + 0.5), iy = (int)floor(sy + 0.5);
-            w->map[p] = ix >= 0 && iy >= 0 && ix < W && iy < H ? iy * W + ix : -1;
+            if (map) {
+                int ix = (int)floor(sx + 0.5), iy = (int)floor(sy + 0.5);
+                map[p] = ix >= 0 && iy >= 0 && ix < W && iy < H ? iy * W + ix : -1;
+            }
             /* bilinear on clipped HU; taps outside the slice read the window's low end */
             int x0 = (int)floor(sx), y0 = (int)floor(sy);
             float fx = (float)(sx - x0), fy = (float)(sy - y0), acc = 0;
             for (int t = 0; t < 4; t++) {
                 int xx = x0 + (t & 1), yy = y0 + (t >> 1);
-                float v = xx >= 0 && yy >= 0 && xx < W && yy < H ? w->hu[(size_t)yy * W + xx] : lo;
+                float v = xx >= 0 && yy >= 0 && xx < W && yy < H ? hu[(size_t)yy * W + xx] : lo;
                 v = v < lo ? lo : v > hi ? hi : v;
                 acc += v * ((t & 1) ? fx : 1 - fx) * ((t >> 1) ? fy : 1 - fy);
             }
-            img[p] = ((acc - lo) * sc - 1.0f) * gain + bias;
+            dst[p] = ((acc - lo) * sc - 1.0f) * a->gain + a->bias;
         }
+}
+
+static int clamp_z(int z, int n) { return z < 0 ? 0 : z >= n ? n - 1 : z; }
+
+/* The context channels other than the centre (already in img channel K): slices z-K..z+K
+ * clamped to the subject, decoded image-only, a repeated slice copied from its twin. */
+static int fill_context(Worker *w, const CacheSubject *subj, int z, float *img, const Aug *a)
+{
+    const Loader *l = w->l;
+    const int K = l->o.context;
+    const size_t HW = (size_t)l->H * l->W;
+    for (int ch = 0; ch < l->CH; ch++) {
+        const int zc = clamp_z(z - K + ch, subj->n_slices);
+        float *dst = img + (size_t)ch * HW;
+        if (ch == K) continue;
+        if (zc == z) { memcpy(dst, img + (size_t)K * HW, sizeof(float) * HW); continue; }
+        if (ch > 0 && zc == clamp_z(z - K + ch - 1, subj->n_slices)) { memcpy(dst, dst - HW, sizeof(float) * HW); continue; }
+        TRY(cache_read_slice(w->cur, subj, zc, w->hu, NULL, NULL, 0));
+        if (a) warp_image(l, w->hu, dst, NULL, a);
+        else loader_normalise_hu(w->hu, dst, HW, l->o.hu_lo, l->o.hu_hi);
+    }
+    return SEG_OK;
+}
+
+/* Decode the sample of epoch position pos (a foreground-first draw when fg) into slot
+ * item i, augmented when asked. */
+static int fill_one(Worker *w, Slot *s, int i, int64_t pos, int fg)
+{
+    Loader *l = w->l;
+    const int C = l->C, K = l->o.context;
+    const size_t HW = (size_t)l->H * l->W;
+    int st;
+    const Sample sm = l->samples[sample_at(l, pos, fg, &st)];
+    const CacheSubject *subj = cache_subject(l->r, sm.subject);
+    float *img = s->img + (size_t)i * l->CH * HW;
+    uint8_t *bits = s->bits + (size_t)i * C * l->plane, *pres = s->pres + (size_t)i * l->pbytes;
+    s->fg[i] = st;
+    if (!l->o.aug) {
+        TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, bits, pres, 0));
+        loader_normalise_hu(w->hu, img + (size_t)K * HW, HW, l->o.hu_lo, l->o.hu_hi);
+        return K ? fill_context(w, subj, sm.z, img, NULL) : SEG_OK;
+    }
+    TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, w->bits, w->pres, 0));
+    uint64_t rs = mix(l->o.seed ^ mix((uint64_t)l->epoch * 0x9E3779B97F4A7C15ull + (uint64_t)pos));
+    uint64_t r0 = next_u64(&rs);
+    Aug a;
+    a.flip_lr = (int)(r0 & 1);
+    a.flip_ap = (int)((r0 >> 1) & 1);
+    const double ang = (2 * next_unit(&rs) - 1) * l->o.rot_deg * M_PI / 180.0;
+    a.gain = (float)(1 + (2 * next_unit(&rs) - 1) * l->o.int_scale);
+    a.bias = (float)((2 * next_unit(&rs) - 1) * l->o.int_shift);
+    a.ca = cos(ang);
+    a.sa = sin(ang);
+    if (st >= 0 && a.flip_lr) s->fg[i] = l->lr[st];
+    warp_image(l, w->hu, img + (size_t)K * HW, w->map, &a);
     memset(pres, 0, l->pbytes);
     for (int c = 0; c < C; c++) {
         if (!((w->pres[c >> 3] >> (c & 7)) & 1)) continue;
-        const int dc = flip_lr ? l->lr[c] : c;
+        const int dc = a.flip_lr ? l->lr[c] : c;
         const uint8_t *src = w->bits + (size_t)c * l->plane;
         uint8_t *dst = bits + (size_t)dc * l->plane;
         pres[dc >> 3] |= (uint8_t)(1u << (dc & 7));
@@ -295,7 +432,7 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos)
             dst[b] = byte;
         }
     }
-    return SEG_OK;
+    return K ? fill_context(w, subj, sm.z, img, &a) : SEG_OK;
 }
 
 static void *worker_main(void *arg)
@@ -314,8 +451,9 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&l->mu);
 
         int64_t first = b * l->o.batch_size, n = l->n - first < l->o.batch_size ? l->n - first : l->o.batch_size;
+        const int n_fg = l->o.balanced && l->n_fg > 0 ? loader_fg_slots((int)n, l->o.fg_fraction) : 0;
         int rc = SEG_OK;
-        for (int i = 0; i < n && rc == SEG_OK; i++) rc = fill_one(w, s, i, first + i);
+        for (int i = 0; i < n && rc == SEG_OK; i++) rc = fill_one(w, s, i, first + i, i < n_fg);
 
         pthread_mutex_lock(&l->mu);
         l->busy--;
@@ -383,6 +521,7 @@ int loader_next(Loader *l, LoaderBatch *b)
     b->img = s->img;
     b->bits = s->bits;
     b->presence = s->pres;
+    b->fg = s->fg;
     l->holding = (int)(l->next_read % l->Q);
     l->next_read++;
     pthread_cond_broadcast(&l->cv_work);

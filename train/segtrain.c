@@ -7,8 +7,10 @@
 #include "history.h"
 #include "labels.h"
 #include "loader.h"
+#include "prior.h"
 #include "progress.h"
 #include "safetensors.h"
+#include "schedule.h"
 #include "unet.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -35,6 +37,7 @@ static void usage(FILE *f)
 "\n"
 "usage:\n"
 "  segtrain CACHE_DIR --out RUN_DIR [options]\n"
+"  e.g. segtrain demo/cache --out runs/exp1 --epochs 20 --features 16,32,64,128\n"
 "  segtrain CACHE_DIR --resume RUN_DIR/checkpoint_epochN.safetensors [--out RUN_DIR] [--epochs M]\n"
 "  segtrain forward CHECKPOINT IN.safetensors OUT.safetensors [--train-mode] [--threads N]\n"
 "           [--device D] [--amp A]\n"
@@ -44,15 +47,27 @@ static void usage(FILE *f)
 "set by segprep). Writes into RUN_DIR: label_map.json, checkpoint_epochN.safetensors\n"
 "(PyTorch state-dict names, loadable with safetensors.torch.load_file) with its resume\n"
 "state checkpoint_epochN.state.safetensors (Adam moments, schedule, history), best.safetensors\n"
-"(highest validation Dice; lowest training loss when the cache has no val subjects),\n"
-"training_history.json and training_history.png.\n"
+"(highest validation Dice, ties and all-zero Dice broken by the validation loss; lowest\n"
+"training loss when the cache has no val subjects), training_history.json (with the Dice\n"
+"of every structure per validation) and training_history.png.\n"
+"The defaults are a recipe that learns: BCE + soft Dice, balanced batches, the head bias\n"
+"started at each structure's log prior (counted in the train split), poly lr decay.\n"
 "\n"
 "options:\n"
 "  --out DIR           run directory (default with --resume: the checkpoint's directory)\n"
 "  --epochs N          total epochs to reach, counted from the start of the run (default 10;\n"
 "                      with --resume, the checkpoint's)\n"
 "  --batch-size N      slices per step (default 8)\n"
-"  --lr X              Adam learning rate (default 1e-3; betas 0.9, 0.999, eps 1e-8)\n"
+"  --lr X              Adam learning rate (default 3e-3; betas 0.9, 0.999, eps 1e-8): the\n"
+"                      schedule's peak\n"
+"  --loss L            bce+dice (default: BCE with logits + soft Dice over the structures\n"
+"                      present in the batch), bce, or dice (docs/loss.md)\n"
+"  --sampling S        balanced (default): a share of every batch is drawn foreground-first\n"
+"                      (a structure of the train split at random, then a slice holding it);\n"
+"                      uniform: plain shuffling\n"
+"  --fg-fraction F     that share with --sampling balanced (default 0.33)\n"
+"  --context K         2.5D input: the network sees the 2K+1 slices around each slice\n"
+"                      (edges repeated; default 0); checkpoints record it\n"
 "  --features LIST     encoder widths, one per level (default 32,64,128,256); the slice size\n"
 "                      must divide by 2^levels\n"
 "  --seed N            weight init, shuffling and augmentation (default 42)\n"
@@ -69,9 +84,11 @@ static void usage(FILE *f)
 "                      intensity scale/shift (default off)\n"
 "  --hu-window LO,HI   input normalisation: clip HU to [LO, HI], scale to [-1, 1]\n"
 "                      (default -1000,1000); the cache keeps raw HU\n"
-"  --lr-schedule S     none (default) or plateau: halve the lr when the monitored metric\n"
+"  --lr-schedule S     poly (default: lr x (1 - step/steps)^0.9 over the run), cosine, none,\n"
+"                      or plateau: cut the lr by --plateau-factor when the monitored metric\n"
 "                      (val Dice, or train loss without val) has not improved for\n"
 "                      --plateau-patience validations (default 2); floor --min-lr (1e-6)\n"
+"  --warmup N          ramp the lr up linearly over the first N steps (default 0)\n"
 "  --plateau-factor X  lr multiplier of the plateau schedule (default 0.5)\n"
 "  --early-stop N      stop after N validations without improvement (default 0: never)\n"
 "  --clip-grad X       clip the global gradient L2 norm to X (default 0: off)\n"
@@ -93,14 +110,16 @@ static void usage(FILE *f)
 enum {   /* bits of TrainOpts.given: which options the command line set */
     G_EPOCHS = 1 << 0, G_BATCH = 1 << 1, G_LR = 1 << 2, G_FEATURES = 1 << 3, G_SEED = 1 << 4, G_VALEVERY = 1 << 5,
     G_AUG = 1 << 6, G_HU = 1 << 7, G_SCHED = 1 << 8, G_PATIENCE = 1 << 9, G_FACTOR = 1 << 10, G_MINLR = 1 << 11,
-    G_EARLY = 1 << 12, G_CLIP = 1 << 13, G_LIMIT = 1 << 14, G_KEEP = 1 << 15,
+    G_EARLY = 1 << 12, G_CLIP = 1 << 13, G_LIMIT = 1 << 14, G_KEEP = 1 << 15, G_LOSS = 1 << 16, G_SAMPLING = 1 << 17,
+    G_FG = 1 << 18, G_WARMUP = 1 << 19, G_CONTEXT = 1 << 20,
 };
 
 typedef struct TrainOpts {
     int      epochs, batch_size, n_levels, features[UNET_MAX_LEVELS];
-    double   lr, plateau_factor, min_lr, clip_grad;
+    double   lr, plateau_factor, min_lr, clip_grad, fg_fraction;
     uint64_t seed;
-    int      threads, loader_threads, val_every, aug, plateau, patience, early_stop, keep_last;
+    int      threads, loader_threads, val_every, aug, sched, warmup, patience, early_stop, keep_last;
+    int      loss, balanced, context;   /* UNET_LOSS_*, --sampling balanced, --context K */
     int64_t  limit_slices;
     float    hu_lo, hu_hi;
     int      force, progress;   /* progress: -1 auto (TTY), 0 off, 1 on */
@@ -110,6 +129,11 @@ typedef struct TrainOpts {
     const char *out, *resume, *cache;
 } TrainOpts;
 
+/* The recipe's defaults, chosen by measurement on held-out phantom sets (docs/recipe.md). */
+#define DEFAULT_LR     3e-3
+#define DEFAULT_SCHED  SCHED_POLY
+#define DEFAULT_WARMUP 0
+
 static void default_opts(TrainOpts *o)
 {
     memset(o, 0, sizeof *o);
@@ -117,7 +141,12 @@ static void default_opts(TrainOpts *o)
     o->batch_size = 8;
     o->n_levels = 4;
     o->features[0] = 32; o->features[1] = 64; o->features[2] = 128; o->features[3] = 256;
-    o->lr = 1e-3;
+    o->lr = DEFAULT_LR;
+    o->sched = DEFAULT_SCHED;
+    o->warmup = DEFAULT_WARMUP;
+    o->loss = UNET_LOSS_BCE_DICE;
+    o->balanced = 1;
+    o->fg_fraction = 0.33;
     o->plateau_factor = 0.5;
     o->min_lr = 1e-6;
     o->seed = 42;
@@ -205,9 +234,13 @@ typedef struct RunState {
     int     epoch;            /* epochs completed */
     double  lr;               /* current learning rate */
     double  best;             /* best monitored value (NaN: none yet) */
+    double  best_loss;        /* val loss at the best epoch: breaks ties of val Dice (NaN: none) */
     int     best_epoch;
+    int     zero_dice;        /* validations in a row with Dice 0 (the model predicts nothing) */
     int     bad;              /* validations (or epochs) since the last improvement */
     int     plateau_bad;      /* the same, reset by each lr reduction */
+    double *prior;            /* foreground fraction per channel the head bias started from */
+    int     n_prior;          /* (0: not known, e.g. a run resumed from an older checkpoint) */
     History hist;
 } RunState;
 
@@ -228,7 +261,12 @@ static cJSON *opts_json(const TrainOpts *o)
     cJSON_AddBoolToObject(j, "aug", o->aug);
     cJSON_AddNumberToObject(j, "hu_lo", o->hu_lo);
     cJSON_AddNumberToObject(j, "hu_hi", o->hu_hi);
-    cJSON_AddStringToObject(j, "lr_schedule", o->plateau ? "plateau" : "none");
+    cJSON_AddStringToObject(j, "loss", unet_loss_name(o->loss));
+    cJSON_AddStringToObject(j, "sampling", o->balanced ? "balanced" : "uniform");
+    cJSON_AddNumberToObject(j, "fg_fraction", o->fg_fraction);
+    cJSON_AddNumberToObject(j, "context", o->context);
+    cJSON_AddStringToObject(j, "lr_schedule", sched_name(o->sched));
+    cJSON_AddNumberToObject(j, "warmup", o->warmup);
     cJSON_AddNumberToObject(j, "plateau_patience", o->patience);
     cJSON_AddNumberToObject(j, "plateau_factor", o->plateau_factor);
     cJSON_AddNumberToObject(j, "min_lr", o->min_lr);
@@ -251,7 +289,10 @@ static char *state_json(const TrainOpts *o, const RunState *s)
     cJSON_AddNumberToObject(j, "epoch", s->epoch);
     cJSON_AddNumberToObject(j, "lr", s->lr);
     cJSON_AddItemToObject(j, "best", isfinite(s->best) ? cJSON_CreateNumber(s->best) : cJSON_CreateNull());
+    cJSON_AddItemToObject(j, "best_loss", isfinite(s->best_loss) ? cJSON_CreateNumber(s->best_loss) : cJSON_CreateNull());
     cJSON_AddNumberToObject(j, "best_epoch", s->best_epoch);
+    cJSON_AddNumberToObject(j, "zero_dice", s->zero_dice);
+    if (s->n_prior) cJSON_AddItemToObject(j, "head_prior", cJSON_CreateDoubleArray(s->prior, s->n_prior));
     cJSON_AddNumberToObject(j, "bad", s->bad);
     cJSON_AddNumberToObject(j, "plateau_bad", s->plateau_bad);
     cJSON_AddItemToObject(j, "options", opts_json(o));
@@ -277,6 +318,13 @@ static int state_from_json(const char *txt, const char *path, TrainOpts *o, RunS
     v = jget(j, "best");
     s->best = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     s->best_epoch = cJSON_IsNumber(v = jget(j, "best_epoch")) ? v->valueint : 0;
+    s->best_loss = cJSON_IsNumber(v = jget(j, "best_loss")) ? v->valuedouble : NAN;
+    s->zero_dice = cJSON_IsNumber(v = jget(j, "zero_dice")) ? v->valueint : 0;
+    const int np = cJSON_IsArray(v = jget(j, "head_prior")) ? cJSON_GetArraySize(v) : 0;
+    if (np > 0 && (s->prior = malloc(sizeof(double) * (size_t)np))) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, v) s->prior[s->n_prior++] = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    }
     s->bad = cJSON_IsNumber(v = jget(j, "bad")) ? v->valueint : 0;
     s->plateau_bad = cJSON_IsNumber(v = jget(j, "plateau_bad")) ? v->valueint : 0;
     /* options given again but different change what an unbroken run would have done */
@@ -301,10 +349,18 @@ static int state_from_json(const char *txt, const char *path, TrainOpts *o, RunS
     TAKE_DBL(G_FACTOR, "plateau_factor", plateau_factor);
     TAKE_DBL(G_MINLR, "min_lr", min_lr);
     TAKE_DBL(G_CLIP, "clip_grad", clip_grad);
+    TAKE_DBL(G_LR, "lr", lr);
+    TAKE_INT(G_WARMUP, "warmup", warmup);
+    TAKE_DBL(G_FG, "fg_fraction", fg_fraction);
+    /* runs from before these options trained BCE on uniform batches: keep doing that */
+    if (!(o->given & G_LOSS)) o->loss = UNET_LOSS_BCE;
+    if (!(o->given & G_LOSS) && cJSON_IsString(v = jget(op, "loss")) && unet_loss_parse(v->valuestring, &o->loss) < 0)
+        o->loss = -1;
+    if (!(o->given & G_SAMPLING)) o->balanced = cJSON_IsString(v = jget(op, "sampling")) && !strcmp(v->valuestring, "balanced");
     if (!(o->given & G_LIMIT) && cJSON_IsNumber(v = jget(op, "limit_slices")))   /* range first: the cast of a huge double is UB */
         o->limit_slices = v->valuedouble >= 0 && v->valuedouble < 1e15 ? (int64_t)v->valuedouble : -1;
     if (!(o->given & G_AUG) && cJSON_IsBool(v = jget(op, "aug"))) o->aug = cJSON_IsTrue(v);
-    if (!(o->given & G_SCHED) && cJSON_IsString(v = jget(op, "lr_schedule"))) o->plateau = !strcmp(v->valuestring, "plateau");
+    if (!(o->given & G_SCHED)) o->sched = cJSON_IsString(v = jget(op, "lr_schedule")) ? sched_parse(v->valuestring) : SCHED_NONE;
     if (!(o->given & G_SEED) && cJSON_IsString(v = jget(op, "seed"))) o->seed = strtoull(v->valuestring, NULL, 10);
     int saved_threads = cJSON_IsNumber(v = jget(op, "threads")) ? v->valueint : 0;
     if (saved_threads > 0 && o->threads > 0 && saved_threads != o->threads)
@@ -315,7 +371,8 @@ static int state_from_json(const char *txt, const char *path, TrainOpts *o, RunS
 #undef TAKE_DBL
     int bad_opts = o->epochs < 1 || o->epochs > 1000000 || o->batch_size < 1 || o->batch_size > 4096 || o->val_every < 1 ||
                    o->patience < 0 || o->early_stop < 0 || o->keep_last < 0 || !(o->plateau_factor > 0 && o->plateau_factor < 1) ||
-                   !(o->min_lr >= 0) || !(o->clip_grad >= 0) || o->limit_slices < 0 || s->epoch < 0 || !(s->lr > 0 && s->lr <= 10);
+                   !(o->min_lr >= 0) || !(o->clip_grad >= 0) || o->limit_slices < 0 || s->epoch < 0 || !(s->lr > 0 && s->lr <= 10) ||
+                   !(o->lr > 0 && o->lr <= 10) || o->sched < 0 || o->loss < 0 || o->warmup < 0 || !(o->fg_fraction >= 0 && o->fg_fraction <= 1);
     if (bad_opts) {
         cJSON_Delete(j);
         return seg_err(SEG_EFORMAT, "%s: training state holds out-of-range options", path);
@@ -378,7 +435,7 @@ static void remove_old_checkpoint(const char *out, int epoch)
 
 /* ---- validation ---- */
 
-typedef struct ValResult { double loss, dice; int n_present; } ValResult;
+typedef struct ValResult { double loss, dice; int n_present; float *dice_c; /* C, NaN where absent */ } ValResult;
 
 static int validate(Unet *m, Loader *val, int C, ValResult *r)
 {
@@ -402,8 +459,11 @@ static int validate(Unet *m, Loader *val, int C, ValResult *r)
         double dsum = 0;
         int np = 0;
         for (int c = 0; c < C; c++) {
+            r->dice_c[c] = NAN;
             if (tp[c] + fn[c] == 0) continue;   /* structure absent from the whole val set */
-            dsum += 2.0 * tp[c] / (double)(2 * tp[c] + fp[c] + fn[c]);
+            const double d = 2.0 * tp[c] / (double)(2 * tp[c] + fp[c] + fn[c]);
+            r->dice_c[c] = (float)d;
+            dsum += d;
             np++;
         }
         r->loss = n ? sum / n : NAN;
@@ -469,9 +529,11 @@ static int cmd_forward(const char *ckpt, const char *in, const char *outp, int t
     CkptInfo info;
     int rc = st_open(in, &f);
     const StTensor *x = rc == SEG_OK ? st_find(f, "x") : NULL;
-    if (rc == SEG_OK && (!x || x->ndim != 4 || x->shape[1] != 1 || x->shape[0] < 1 || x->shape[0] > 4096))
-        rc = seg_err(SEG_EFORMAT, "%s: needs a tensor 'x' of shape (N, 1, H, W)", in);
     if (rc == SEG_OK) rc = ckpt_read_info(ckpt, &info);
+    if (rc == SEG_OK && (!x || x->ndim != 4 || x->shape[1] != info.cfg.in_ch || x->shape[0] < 1 || x->shape[0] > 4096)) {
+        rc = seg_err(SEG_EFORMAT, "%s: needs a tensor 'x' of shape (N, %d, H, W) for %s (in_ch %d)", in, info.cfg.in_ch, ckpt, info.cfg.in_ch);
+        ckpt_info_free(&info);
+    }
     if (rc < 0) { st_close(f); return fail(rc); }
     int N = (int)x->shape[0], H = (int)x->shape[2], W = (int)x->shape[3], C = info.cfg.n_classes;
     float *xs = malloc(sizeof(float) * x->count);
@@ -539,13 +601,30 @@ static int parse_args(int argc, char **argv, TrainOpts *o, const char **pos, int
         else if (!strcmp(a, "--val-every")) { if (parse_long(a, next, 1, 1000000, &v)) return EXIT_USAGE; o->val_every = (int)v; o->given |= G_VALEVERY; }
         else if (!strcmp(a, "--hu-window")) { if (parse_window(next, &o->hu_lo, &o->hu_hi)) return EXIT_USAGE; o->given |= G_HU; }
         else if (!strcmp(a, "--lr-schedule")) {
-            if (!next || (strcmp(next, "none") && strcmp(next, "plateau"))) {
-                fprintf(stderr, "segtrain: --lr-schedule: '%s' is not 'none' or 'plateau'\n", next ? next : "");
+            if ((o->sched = sched_parse(next)) < 0) {
+                fprintf(stderr, "segtrain: --lr-schedule: '%s' is not poly, cosine, none or plateau\n", next ? next : "");
                 return EXIT_USAGE;
             }
-            o->plateau = !strcmp(next, "plateau");
             o->given |= G_SCHED;
         }
+        else if (!strcmp(a, "--loss")) {
+            if (unet_loss_parse(next ? next : "", &o->loss) < 0) {
+                fprintf(stderr, "segtrain: --loss: '%s' is not bce+dice, bce or dice\n", next ? next : "");
+                return EXIT_USAGE;
+            }
+            o->given |= G_LOSS;
+        }
+        else if (!strcmp(a, "--sampling")) {
+            if (!next || (strcmp(next, "balanced") && strcmp(next, "uniform"))) {
+                fprintf(stderr, "segtrain: --sampling: '%s' is not balanced or uniform\n", next ? next : "");
+                return EXIT_USAGE;
+            }
+            o->balanced = !strcmp(next, "balanced");
+            o->given |= G_SAMPLING;
+        }
+        else if (!strcmp(a, "--fg-fraction")) { if (parse_double(a, next, 0, 1, &o->fg_fraction)) return EXIT_USAGE; o->given |= G_FG; }
+        else if (!strcmp(a, "--warmup")) { if (parse_long(a, next, 0, 100000000, &v)) return EXIT_USAGE; o->warmup = (int)v; o->given |= G_WARMUP; }
+        else if (!strcmp(a, "--context")) { if (parse_long(a, next, 0, 15, &v)) return EXIT_USAGE; o->context = (int)v; o->given |= G_CONTEXT; }
         else if (!strcmp(a, "--plateau-patience")) { if (parse_long(a, next, 0, 1000000, &v)) return EXIT_USAGE; o->patience = (int)v; o->given |= G_PATIENCE; }
         else if (!strcmp(a, "--plateau-factor")) { if (parse_double(a, next, 1e-6, 0.999999, &o->plateau_factor)) return EXIT_USAGE; o->given |= G_FACTOR; }
         else if (!strcmp(a, "--min-lr")) { if (parse_double(a, next, 0, 10, &o->min_lr)) return EXIT_USAGE; o->given |= G_MINLR; }
@@ -576,6 +655,7 @@ typedef struct Run {
     RunState     s;
     int          n_subj[3];       /* per CACHE_SPLIT_* */
     int          has_val;
+    float       *dice_c;          /* per-structure val Dice of the last validation */
     char         state_path[4300];
 } Run;
 
@@ -586,6 +666,8 @@ static void close_run(Run *r)
     unet_free(r->m);
     cache_close(r->cache);
     ckpt_info_free(&r->info);
+    free(r->s.prior);
+    free(r->dice_c);
     history_free(&r->s.hist);
 }
 
@@ -609,6 +691,13 @@ static int check_resume(Run *r)
         return seg_err(SEG_EMISMATCH, "--resume: --features differs from the model in %s", o->resume);
     o->n_levels = r->info.cfg.n_levels;
     memcpy(o->features, r->info.cfg.features, sizeof o->features);
+    const int in_ch = r->info.cfg.in_ch;
+    if (in_ch < 1 || in_ch % 2 == 0)
+        return seg_err(SEG_EFORMAT, "--resume: %s has %d input channels (not 2K+1 slices of context)", o->resume, in_ch);
+    if ((o->given & G_CONTEXT) && o->context != (in_ch - 1) / 2)
+        return seg_err(SEG_EMISMATCH, "--resume: --context %d differs from the model in %s (context %d)", o->context, o->resume,
+                       (in_ch - 1) / 2);
+    o->context = (in_ch - 1) / 2;
     if (!(o->given & G_HU)) { o->hu_lo = r->info.hu_lo; o->hu_hi = r->info.hu_hi; }
     TRY(ckpt_state_path(o->resume, r->state_path, sizeof r->state_path));
     if (!fs_is_file(r->state_path))
@@ -623,8 +712,29 @@ static int check_resume(Run *r)
     if (r->s.epoch != r->info.epoch)
         return seg_err(SEG_EMISMATCH, "--resume: %s is for epoch %d, its weights for epoch %d", r->state_path, r->s.epoch,
                        r->info.epoch);
-    if (o->given & G_LR) r->s.lr = o->lr;
-    o->lr = r->s.lr;
+    if (o->given & G_LR) r->s.lr = o->lr;   /* the plateau schedule's current rate starts again from it */
+    return SEG_OK;
+}
+
+/* Count each channel's foreground fraction in the train split (prior.h) into the run state:
+ * the head bias starts at its log prior, so the first steps are not spent pushing every
+ * channel's output down. */
+#define PRIOR_MAX_SLICES 4096
+static int count_head_prior(Run *r)
+{
+    const int C = cache_n_channels(r->cache);
+    int64_t used = 0;
+    double t0 = progress_now();
+    free(r->s.prior);
+    r->s.n_prior = 0;
+    if (!(r->s.prior = malloc(sizeof(double) * (size_t)C))) return seg_err(SEG_ENOMEM, "head prior");
+    int rc = prior_foreground(r->cache, CACHE_SPLIT_TRAIN, PRIOR_MAX_SLICES, r->s.prior, &used);
+    if (rc < 0) return seg_err(rc, "counting the train split's structures: %s", seg_errmsg());
+    r->s.n_prior = C;
+    int present = 0;
+    for (int c = 0; c < C; c++) present += r->s.prior[c] > 0;
+    LOG(3, "segtrain: head bias at the log prior of each structure (%d of %d present in %lld train slices, %.2f s)\n", present,
+        C, (long long)used, progress_now() - t0);
     return SEG_OK;
 }
 
@@ -652,9 +762,12 @@ static int open_run(Run *r)
     /* the model first: when it does not fit (GPU memory), the run directory is untouched */
     UnetConfig cfg;
     unet_default_config(&cfg, C);
+    cfg.in_ch = 2 * o->context + 1;
     cfg.n_levels = o->n_levels;
     memcpy(cfg.features, o->features, sizeof cfg.features);
     TRY(unet_create_on(&cfg, o->batch_size, size, size, o->threads, &o->dev, &r->m));
+    TRY(unet_set_loss(r->m, o->loss));
+    if (!o->resume) TRY(count_head_prior(r));   /* before the run directory is touched: a bad record stops here */
     int rc = prepare_out(o->out, o->force, o->resume != NULL);
     if (rc < 0) return seg_err(rc, "--out: %s", seg_errmsg());
     TRY(fs_join(path, sizeof path, o->out, "label_map.json"));
@@ -664,6 +777,7 @@ static int open_run(Run *r)
             return seg_err(rc, "--resume: %s", seg_errmsg());
     } else {
         unet_init(r->m, o->seed);
+        TRY(prior_init_head_bias(r->m, r->s.prior, r->s.n_prior));
     }
 
     LoaderOptions lo;
@@ -676,22 +790,37 @@ static int open_run(Run *r)
     lo.seed = o->seed;
     lo.shuffle = 1;
     lo.aug = o->aug;
+    lo.context = o->context;
+    lo.balanced = o->balanced;
+    lo.fg_fraction = (float)o->fg_fraction;
     TRY(loader_create(r->cache, CACHE_SPLIT_TRAIN, o->limit_slices, &lo, &r->tl));
-    lo.shuffle = lo.aug = 0;
+    lo.shuffle = lo.aug = lo.balanced = 0;
     lo.threads = 1;
     lo.prefetch = 2;
     if (r->n_subj[CACHE_SPLIT_VAL]) TRY(loader_create(r->cache, CACHE_SPLIT_VAL, o->limit_slices, &lo, &r->vl));
     r->has_val = r->vl && loader_n_samples(r->vl) > 0;
+    if (!(r->dice_c = malloc(sizeof(float) * (size_t)C))) return seg_err(SEG_ENOMEM, "per-structure Dice");
     strcpy(r->s.hist.monitor, r->has_val ? "val_dice" : "train_loss");
+    snprintf(r->s.hist.loss, sizeof r->s.hist.loss, "%s", unet_loss_name(o->loss));
+    if (!r->s.hist.n_ch) {   /* a resumed run keeps the structures its history already names */
+        const LabelList *l = cache_labels(r->cache);
+        TRY(history_set_structures(&r->s.hist, (const char *const *)l->names, l->n));
+    }
 
     char fs[64] = "";
     for (int i = 0, k = 0; i < o->n_levels; i++) k += snprintf(fs + k, sizeof fs - (size_t)k, "%s%d", i ? "," : "", o->features[i]);
     LOG(2, "segtrain: %s: %d train / %d val / %d test subjects, %lld train slices%s, %dx%d, %d structures\n", o->cache,
         r->n_subj[0], r->n_subj[1], r->n_subj[2], (long long)loader_n_samples(r->tl), o->limit_slices ? " (--limit-slices)" : "",
         size, size, C);
-    LOG(2, "segtrain: U-Net %s (%zu parameters, %.2f GFLOP per slice), batch %d, lr %g, %s, seed %llu\n", fs,
-        unet_n_params(r->m), unet_flops_per_sample(r->m) * 1e-9, o->batch_size, r->s.lr,
-        o->aug ? "augmentation on" : "no augmentation", (unsigned long long)o->seed);
+    LOG(2, "segtrain: U-Net %s (%zu parameters, %.2f GFLOP per slice), batch %d, lr %g %s%s, %s loss, %s batches, %s, "
+           "seed %llu\n", fs, unet_n_params(r->m), unet_flops_per_sample(r->m) * 1e-9, o->batch_size,
+        o->sched == SCHED_PLATEAU ? r->s.lr : o->lr, sched_name(o->sched), o->warmup ? " with warmup" : "",
+        unet_loss_name(o->loss), o->balanced ? "balanced" : "uniform", o->aug ? "augmentation on" : "no augmentation",
+        (unsigned long long)o->seed);
+    if (o->context) LOG(2, "segtrain: 2.5D input: %d slices (%d on each side) per sample\n", 2 * o->context + 1, o->context);
+    if (o->balanced)
+        LOG(3, "segtrain: balanced sampling: %.0f%% of every batch drawn foreground-first over the %d structures present in "
+               "train\n", 100.0 * o->fg_fraction, loader_n_fg_structures(r->tl));
     if (o->dev.kind == UNET_CUDA)
         LOG(2, "segtrain: device %s, %.1f MiB of GPU memory\n", o->dev_desc, unet_device_memory_bytes(r->m) / 1048576.0);
     else
@@ -718,8 +847,13 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     double t0 = progress_now(), sum = 0;
     int64_t seen = 0, skipped = 0;                   /* skipped: fp16 steps whose gradients overflowed */
     LoaderBatch b;
+    const int64_t steps = (int64_t)loader_n_batches(r->tl), total = steps * r->o.epochs;
+    const int per_step = r->o.sched == SCHED_POLY || r->o.sched == SCHED_COSINE;
+    double lr = r->s.lr;
     int rc = loader_start_epoch(r->tl, epoch);
     while (rc >= 0 && !g_stop && (rc = loader_next(r->tl, &b)) == 1) {
+        lr = sched_lr(r->o.sched, per_step ? r->o.lr : r->s.lr, (epoch - 1) * steps + b.index, total, r->o.warmup);
+        if (b.index == 0) he->lr = lr;
         if ((rc = unet_forward(r->m, b.img, b.n, 1)) < 0) break;
         float loss;
         if ((rc = unet_loss(r->m, b.bits, b.presence, b.n, &loss)) < 0) break;
@@ -729,7 +863,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         }
         if ((rc = unet_backward(r->m)) < 0) break;
         if (r->o.clip_grad > 0) unet_clip_grad(r->m, (float)r->o.clip_grad);
-        if ((rc = unet_adam_step(r->m, (float)r->s.lr, 0.9f, 0.999f, 1e-8f)) < 0) break;
+        if ((rc = unet_adam_step(r->m, (float)lr, 0.9f, 0.999f, 1e-8f)) < 0) break;
         skipped += rc == 1;
         sum += (double)loss * b.n;
         seen += b.n;
@@ -758,35 +892,54 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     return SEG_OK;
 }
 
+#define ZERO_DICE_WARN 3
+
 /* Validation, best/plateau/early-stop bookkeeping, checkpoint, history files, log line. */
 static int finish_epoch(Run *r, HistoryEpoch *he, double t0, int *stop)
 {
     TrainOpts *o = &r->o;
     RunState *s = &r->s;
     char path[4200], name[64];
+    int validated = 0;
     if (r->has_val && (he->epoch % o->val_every == 0 || he->epoch == o->epochs)) {
-        ValResult vr = { NAN, NAN, 0 };
+        ValResult vr = { NAN, NAN, 0, r->dice_c };
         int rc = validate(r->m, r->vl, cache_n_channels(r->cache), &vr);
         if (rc < 0) return seg_err(rc, "validation: %s", seg_errmsg());
         if (g_stop) return SEG_OK;
         he->val_loss = vr.loss;
         he->val_dice = vr.dice;
         he->val_structures = vr.n_present;
+        he->val_dice_c = r->dice_c;
+        validated = 1;
     }
     he->seconds = progress_now() - t0;
     s->epoch = he->epoch;
-    /* the monitored value: val Dice when validated this epoch, else (no val split) train loss */
-    double mon = r->has_val ? he->val_dice : he->train_loss;
+    /* the monitored value: val Dice when validated this epoch, else (no val split) train loss.
+     * Equal Dice (all zero early on, or no structure in val at all) is decided by the val loss. */
     int improved = 0, lr_cut = 0;
-    if (isfinite(mon)) {
-        improved = !isfinite(s->best) || (r->has_val ? mon > s->best : mon < s->best);
-        if (improved) { s->best = mon; s->best_epoch = he->epoch; s->bad = 0; s->plateau_bad = 0; }
+    if (r->has_val ? validated && isfinite(he->val_loss) : isfinite(he->train_loss)) {
+        if (r->has_val) {
+            const double d = isfinite(he->val_dice) ? he->val_dice : -1, bd = isfinite(s->best) ? s->best : -1;
+            improved = !s->best_epoch || d > bd || (d == bd && he->val_loss < s->best_loss);
+            if (improved) { s->best = he->val_dice; s->best_loss = he->val_loss; }
+        } else {
+            improved = !s->best_epoch || he->train_loss < s->best;
+            if (improved) s->best = he->train_loss;
+        }
+        if (improved) { s->best_epoch = he->epoch; s->bad = 0; s->plateau_bad = 0; }
         else { s->bad++; s->plateau_bad++; }
-        if (o->plateau && s->plateau_bad > o->patience && s->lr > o->min_lr) {
+        if (o->sched == SCHED_PLATEAU && s->plateau_bad > o->patience && s->lr > o->min_lr) {
             s->lr = fmax(s->lr * o->plateau_factor, o->min_lr);
             s->plateau_bad = 0;
             lr_cut = 1;
         }
+    }
+    if (validated && he->val_structures > 0) {
+        s->zero_dice = he->val_dice > 0 ? 0 : s->zero_dice + 1;
+        if (s->zero_dice == ZERO_DICE_WARN)
+            LOG(1, "segtrain: warning: validation Dice has been 0 for %d validations in a row: the model predicts no "
+                   "structure yet. Train longer, or try a higher --lr, --loss bce+dice, --sampling balanced (the defaults "
+                   "do all three)\n", ZERO_DICE_WARN);
     }
     s->hist.best_epoch = s->best_epoch;
     TRY(history_add(&s->hist, he));
@@ -846,6 +999,7 @@ int main(int argc, char **argv)
     double t_start = progress_now();
     r.s.lr = o->lr;
     r.s.best = NAN;
+    r.s.best_loss = NAN;
     history_init(&r.s.hist);
     int rc = open_run(&r), stop = 0;
     if (rc == SEG_OK && r.s.epoch >= o->epochs) {
@@ -871,7 +1025,11 @@ int main(int argc, char **argv)
             LOG(1, "segtrain: interrupted during epoch 1; no checkpoint was written yet\n");
         code = EXIT_INTERRUPTED;
     } else {
-        if (r.s.best_epoch > 0)
+        if (r.s.best_epoch > 0 && r.has_val && !isfinite(r.s.best))
+            LOG(2, "segtrain: done: %d epochs in %.1f s; no structure is present in the validation slices, so the best "
+                   "epoch is %d by validation loss (%.5g) -> %s/best.safetensors\n", r.s.epoch, progress_now() - t_start,
+                r.s.best_epoch, r.s.best_loss, o->out);
+        else if (r.s.best_epoch > 0)
             LOG(2, "segtrain: done: %d epochs in %.1f s; best %s %.5g at epoch %d -> %s/best.safetensors\n", r.s.epoch,
                 progress_now() - t_start, r.s.hist.monitor, r.s.best, r.s.best_epoch, o->out);
         else   /* a val split whose masks are all empty has no Dice to rank epochs by */

@@ -53,11 +53,17 @@ int gpu_net_download(GpuNet *g, float *params, float *bufs, float *adam_m, float
 int gpu_net_forward(GpuNet *g, const float *x, int N, int train);
 /* Copy the last forward's logits (N,C,H,W) to host memory (waits). */
 int gpu_net_logits(GpuNet *g, float *out);
-/* BCE-with-logits summed over the last forward (targets as in unet_loss_bce); keeps the
- * targets on the device for gpu_net_backward. Waits for the sum. */
-int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, double *sum);
+/* Per-plane loss sums of the last forward (targets as in unet_loss), planes[pl*4 + k] as
+ * nn_loss_planes writes them (k = 0 BCE sum; with dice also 1..3 = sum p, sum p*t, sum t),
+ * N*C*NN_LOSS_PLANE doubles. Keeps the targets on the device for gpu_net_backward and resets
+ * its gradient to plain BCE (gpu_net_set_loss_grad changes that). Waits for the sums. */
+int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int dice, double *planes);
+/* What the next gpu_net_backward differentiates, set after gpu_net_loss: per element
+ * bce_w/(N*C*H*W)*(sigmoid(z) - t) + (a[c]*t + b[c])*p*(1-p) (a, b: C floats from nn_soft_dice,
+ * or NULL for BCE alone). The coefficients are copied on the compute stream (queued, no wait). */
+int gpu_net_set_loss_grad(GpuNet *g, float bce_w, const float *a, const float *b);
 /* Backward of the last forward+loss: overwrites the gradients (queued, no wait). With fp16
- * the loss is scaled; the gradients come back unscaled. */
+ * the loss (both terms) is scaled; the gradients come back unscaled. */
 int gpu_net_backward(GpuNet *g);
 /* Sum of squared gradients (waits); then scale them by s (queued). */
 int gpu_net_grad_sumsq(GpuNet *g, double *out);

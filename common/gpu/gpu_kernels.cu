@@ -177,26 +177,44 @@ __global__ static void k_channel_final(const double *part, int C, float *out)
 
 /* ---- loss and metrics: one block per (n, c) plane -------------------------------------------- */
 __global__ static void k_bce_sum(const float *z, const uint8_t *bits, const uint8_t *presence, int C, long HW,
-                                 double *partial)
+                                 int dice, double *partial)
 {
     const long pl = blockIdx.x;
     const int n = (int)(pl / C), c = (int)(pl % C);
     const int pr = gm_present(presence, C, n, c);
     const float *zp = z + pl * HW;
     const uint8_t *bp = bits + pl * (HW / 8);
-    double s = 0;
-    for (long q = threadIdx.x; q < HW; q += blockDim.x) s += gm_bce(zp[q], pr && gm_bit(bp, q));
+    double s = 0, sp = 0, si = 0, sy = 0;
+    for (long q = threadIdx.x; q < HW; q += blockDim.x) {
+        const int t = pr && gm_bit(bp, q);
+        s += gm_bce(zp[q], t);
+        if (dice) {
+            const float p = gm_sigmoid(zp[q]);
+            sp += p;
+            if (t) { si += p; sy += 1.0; }
+        }
+    }
     s = block_sum(s);
-    if (threadIdx.x == 0) partial[pl] = s;
+    if (threadIdx.x == 0) partial[pl * 4] = s;
+    if (!dice) return;                                /* uniform over the block: no barrier skipped by some */
+    sp = block_sum(sp);
+    si = block_sum(si);
+    sy = block_sum(sy);
+    if (threadIdx.x == 0) {
+        partial[pl * 4 + 1] = sp;
+        partial[pl * 4 + 2] = si;
+        partial[pl * 4 + 3] = sy;
+    }
 }
 
 __global__ static void k_bce_grad(const float *z, const uint8_t *bits, const uint8_t *presence, int C, long HW,
-                                  long n, float scale, float *d)
+                                  long n, float scale, const float *a, const float *b, float cscale, float *d)
 {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const long pl = i / HW, q = i % HW;
-        const int t = gm_present(presence, C, (int)(pl / C), (int)(pl % C)) && gm_bit(bits + pl * (HW / 8), q);
-        d[i] = gm_bce_grad(z[i], t, scale);
+        const int c = (int)(pl % C);
+        const int t = gm_present(presence, C, (int)(pl / C), c) && gm_bit(bits + pl * (HW / 8), q);
+        d[i] = a ? gm_loss_grad(z[i], t, scale, a[c] * cscale, b[c] * cscale) : gm_bce_grad(z[i], t, scale);
     }
 }
 
@@ -272,16 +290,16 @@ void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, floa
 }
 
 void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,
-                double *partial)
+                int dice, double *partial)
 {
-    k_bce_sum<<<N * C, TPB, 0, s>>>(z, bits, presence, C, HW, partial);
+    k_bce_sum<<<N * C, TPB, 0, s>>>(z, bits, presence, C, HW, dice, partial);
 }
 
 void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,
-                 float scale, float *d)
+                 float scale, const float *a, const float *b, float cscale, float *d)
 {
     const long n = (long)N * C * HW;
-    k_bce_grad<<<grid_for(n, TPB * 4), TPB, 0, s>>>(z, bits, presence, C, HW, n, scale, d);
+    k_bce_grad<<<grid_for(n, TPB * 4), TPB, 0, s>>>(z, bits, presence, C, HW, n, scale, a, b, cscale, d);
 }
 
 void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,

@@ -23,12 +23,16 @@ void gk_bias_add(cudaStream_t s, float *y, const float *bias, int N, int C, long
  * channel write double partials to scratch (C * GK_CSUM_SPLIT), summed in a fixed order. */
 #define GK_CSUM_SPLIT 32
 void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out, double *scratch);
-/* partial[n*C+c] = BCE-with-logits summed over plane (n,c) (gm_bce, double accumulation). */
+/* Per-plane sums (gm_bce, gm_sigmoid; double accumulation), one block per plane pl = n*C+c:
+ * partial[pl*4] = BCE-with-logits sum and, when dice, partial[pl*4 + 1..3] = sum p, sum p*t,
+ * sum t (nn_loss_planes' layout). */
 void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
-                int N, int C, long HW, double *partial);
-/* d = (sigmoid(z) - t) * scale for every element (gm_bce_grad). */
+                int N, int C, long HW, int dice, double *partial);
+/* d = (sigmoid(z) - t) * scale for every element (gm_bce_grad); with coefficient arrays
+ * (a, b: C floats on the device, else NULL) plus the soft-Dice part (a[c]*t + b[c]) * cscale
+ * * p*(1-p) (gm_loss_grad; cscale: the fp16 loss scale, else 1). */
 void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
-                 int N, int C, long HW, float scale, float *d);
+                 int N, int C, long HW, float scale, const float *a, const float *b, float cscale, float *d);
 /* tp/fp/fn[c] += counts at z > 0 over all samples (integer atomics: deterministic). */
 void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
              int N, int C, long HW, unsigned long long *tp, unsigned long long *fp, unsigned long long *fn);

@@ -38,6 +38,23 @@ GM_FN float gm_bce_grad(float z, int t, float scale)
     return s * scale;
 }
 
+/* sigmoid(z) without overflow: 1/(1+e) for z >= 0, e/(1+e) below, e = exp(-|z|). */
+GM_FN float gm_sigmoid(float z)
+{
+    const float e = expf(-fabsf(z)), r = 1.f / (1.f + e);
+    return z < 0.f ? e * r : r;
+}
+
+/* gm_bce_grad plus the soft-Dice part: (sigmoid(z) - t)*scale + (a*t + b)*p*(1-p), with
+ * p*(1-p) = e/(1+e)^2 (exact where 1 - p would round to 0); nn_bce_grad_row's order. */
+GM_FN float gm_loss_grad(float z, int t, float scale, float a, float b)
+{
+    const float e = expf(-fabsf(z)), r = 1.f / (1.f + e);
+    float s = z < 0.f ? e * r : r;
+    if (t) s -= 1.f;
+    return fmaf(t ? a + b : b, e * r * r, s * scale);
+}
+
 /* Adam on one element (PyTorch's single-tensor path; a1 = 1-b1, a2 = 1-b2, step_size =
  * lr/(1-b1^t), bc2s = sqrt(1-b2^t)). */
 GM_FN void gm_adam(float *p, float *m, float *v, float g, float b1, float b2, float a1, float a2,

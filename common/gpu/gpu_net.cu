@@ -148,7 +148,10 @@ struct GpuNet {
     uint8_t *bits[2], *pres[2], *bits_pin[2], *pres_pin[2];
     cudaEvent_t x_up[2], x_free[2], t_up[2], t_free[2];
     int xs, ts;                           /* slot of the last forward / loss */
-    double *partial, *partial_pin;
+    double *partial, *partial_pin;        /* per-plane loss sums (4 per plane), sumsq partials */
+    float *coef, *coef_pin;               /* soft-Dice gradient coefficients a[C], b[C] */
+    int use_coef;                         /* the next backward adds the Dice part */
+    float bce_w;                          /* weight of the BCE part in the next backward (0 or 1) */
     unsigned long long *dice, *dice_pin;
     double *csum;                         /* gk_channel_sum partials */
     /* step */
@@ -259,10 +262,10 @@ extern "C" void gpu_net_free(GpuNet *g)
     for (int l = 0; l <= UNET_MAX_LEVELS; l++) cudaFree(g->pool[l]);
     void *dev[] = { g->params, g->grads, g->adam_m, g->adam_v, g->bufs, g->hparams, g->nbt_off, g->logits, g->dlogits,
                     g->gA, g->gB, g->gC, g->gDZ, g->hA, g->hB, g->hW, g->ws, g->xin[0], g->xin[1], g->bits[0], g->bits[1],
-                    g->pres[0], g->pres[1], g->partial, g->dice, g->csum };
+                    g->pres[0], g->pres[1], g->partial, g->dice, g->csum, g->coef };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     void *pin[] = { g->x_pin[0], g->x_pin[1], g->bits_pin[0], g->bits_pin[1], g->pres_pin[0], g->pres_pin[1],
-                    g->partial_pin, g->dice_pin };
+                    g->partial_pin, g->dice_pin, g->coef_pin };
     for (size_t i = 0; i < sizeof pin / sizeof pin[0]; i++) if (pin[i]) cudaFreeHost(pin[i]);
     for (int s = 0; s < 2; s++) {
         cudaEvent_t evs[4] = { g->x_up[s], g->x_free[s], g->t_up[s], g->t_free[s] };
@@ -380,10 +383,12 @@ static int create_buffers(GpuNet *g)
         CU_TRY(cudaEventCreateWithFlags(&g->t_up[s], cudaEventDisableTiming));
         CU_TRY(cudaEventCreateWithFlags(&g->t_free[s], cudaEventDisableTiming));
     }
-    const size_t npart = (size_t)NB * C > GK_SUMSQ_BLOCKS ? (size_t)NB * C : GK_SUMSQ_BLOCKS;
+    const size_t npart = (size_t)4 * NB * C > GK_SUMSQ_BLOCKS ? (size_t)4 * NB * C : GK_SUMSQ_BLOCKS;
     TRY(DALLOC(g, g->partial, sizeof(double) * npart));
     TRY(HALLOC(g->partial_pin, sizeof(double) * npart));
     TRY(DALLOC(g, g->dice, sizeof(unsigned long long) * 3 * C));
+    TRY(DALLOC(g, g->coef, sizeof(float) * 2 * C));
+    TRY(HALLOC(g->coef_pin, sizeof(float) * 2 * C));
     int cmax = C;
     for (int l = 0; l < L; l++) if (f[l] > cmax) cmax = f[l];
     TRY(DALLOC(g, g->csum, sizeof(double) * (size_t)cmax * GK_CSUM_SPLIT));
@@ -825,24 +830,39 @@ static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *
     return SEG_OK;
 }
 
-extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, double *sum)
+extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int dice, double *planes)
 {
     ON_DEVICE(g);
-    if (N != g->last_N || N < 1) return seg_err(SEG_EARG, "unet_loss_bce: batch %d but the last forward had %d", N, g->last_N);
+    if (N != g->last_N || N < 1) return seg_err(SEG_EARG, "unet_loss: batch %d but the last forward had %d", N, g->last_N);
+    g->have_loss = 0;
     const int s = g->ts ^ 1;
     TRY(upload_targets(g, s, bits, presence, N));
     g->ts = s;
-    gk_bce_sum(g->st, g->logits, g->bits[s], g->pres[s], N, g->C, g->HW, g->partial);
+    gk_bce_sum(g->st, g->logits, g->bits[s], g->pres[s], N, g->C, g->HW, dice, g->partial);
     KERNEL_CHECK();
     if (!g->last_train) CU_TRY(cudaEventRecord(g->t_free[s], g->st));
     if (g->last_train) ring_record(g, 1);
-    const size_t np = (size_t)N * g->C;
+    const size_t np = (size_t)4 * N * g->C;
     CU_TRY(cudaMemcpyAsync(g->partial_pin, g->partial, sizeof(double) * np, cudaMemcpyDeviceToHost, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
-    double t = 0;
-    for (size_t i = 0; i < np; i++) t += g->partial_pin[i];
-    *sum = t;
+    for (size_t i = 0; i < np; i++) planes[i] = dice || i % 4 == 0 ? g->partial_pin[i] : 0.0;
+    g->use_coef = 0;
+    g->bce_w = 1.f;
     g->have_loss = 1;
+    return SEG_OK;
+}
+
+extern "C" int gpu_net_set_loss_grad(GpuNet *g, float bce_w, const float *a, const float *b)
+{
+    ON_DEVICE(g);
+    g->bce_w = bce_w;
+    g->use_coef = a && b;
+    if (!g->use_coef) return SEG_OK;
+    /* the pinned copy is free: gpu_net_loss waited for the stream, and this upload is the
+     * only reader of coef_pin queued since */
+    memcpy(g->coef_pin, a, sizeof(float) * g->C);
+    memcpy(g->coef_pin + g->C, b, sizeof(float) * g->C);
+    CU_TRY(cudaMemcpyAsync(g->coef, g->coef_pin, sizeof(float) * 2 * g->C, cudaMemcpyHostToDevice, g->st));
     return SEG_OK;
 }
 
@@ -851,11 +871,12 @@ extern "C" int gpu_net_backward(GpuNet *g)
 {
     ON_DEVICE(g);
     if (!g->last_N || !g->last_train || !g->have_loss)
-        return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss_bce first");
+        return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss first");
     const int N = g->last_N, L = g->L, *f = g->d.cfg.features, C = g->C, s = g->ts;
     ring_record(g, 2);
-    const float scale = (float)(g->loss_scale / ((double)N * C * (double)g->HW));
-    gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, scale, g->dlogits);
+    const float scale = (float)(g->bce_w * g->loss_scale / ((double)N * C * (double)g->HW));
+    gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, scale, g->use_coef ? g->coef : NULL,
+                g->use_coef ? g->coef + C : NULL, g->loss_scale, g->dlogits);
     CU_TRY(cudaEventRecord(g->t_free[s], g->st));
     /* head: dW (C,F) = sum_n dY[n] (C,HW) x A[n]^T; dA[n] (F,HW) = W^T dY[n]; db = sum dY */
     const float one = 1.f, zero = 0.f;

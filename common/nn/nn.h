@@ -158,15 +158,33 @@ void nn_maxpool_forward(NnTeam *t, float *y, int ldy, uint8_t *idx, const NnAct 
 void nn_maxpool_backward(NnTeam *t, float *dx, int lddx, const float *dy, int lddy,
                          const uint8_t *idx, int C, int N, int H, int W);
 
-/* ---- BCE-with-logits from bit-packed targets ------------------------------------------- */
+/* ---- BCE-with-logits and soft Dice from bit-packed targets ------------------------------- */
 /* logits (N,C,HW) NCHW; bits + (n*C + c)*(HW/8) is target plane (n,c), pixel q = bit q&7 of
  * byte q>>3; presence + n*((C+7)/8) bit c = plane present (absent planes: target 0, not
- * read). HW must be a multiple of 8. Returns the sum (not the mean) over all N*C*HW. */
+ * read). HW must be a multiple of 8. The loss definitions and gradient: docs/loss.md. */
+#define NN_LOSS_PLANE 4          /* doubles per plane in nn_loss_planes' output */
+#define NN_DICE_EPS 1e-5         /* soft-Dice smoothing */
+/* One pass over the logits: for plane pl = n*C + c, out[pl*4 + 0] = BCE-with-logits sum and,
+ * when dice, out[pl*4 + 1..3] = sum sigmoid(z), sum sigmoid(z)*t, sum t (1..3 untouched
+ * otherwise). Sums in double; each plane's sums depend only on that plane, never on the
+ * thread count or schedule. out: N*C*NN_LOSS_PLANE doubles, caller-owned. */
+void   nn_loss_planes(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
+                      int N, int C, int HW, int dice, double *out);
+/* The BCE sum (not the mean) over all N*C*HW, per-plane sums added in plane order (through
+ * the team's item buffer, so independent of the thread count). */
 double nn_bce_sum(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
                   int N, int C, int HW);
-/* d = scale * (sigmoid(z) - target) for plane (n,c), pixels [q0, q0+nq), q0 % 8 == 0. */
+/* From nn_loss_planes(dice = 1) output: the sum of the BCE parts in plane order, and the
+ * soft-Dice term 1 - mean over channels with sum t > 0 of (2I + eps)/(P + Y + eps) (0 when no
+ * channel has a target), with a[c], b[c] (C floats each) = its gradient coefficients: dL/dz =
+ * (a[c]*t + b[c]) * p*(1-p), zero for channels without targets. Channel sums run over n in order. */
+double nn_loss_bce_total(const double *planes, int N, int C);
+double nn_soft_dice(const double *planes, int N, int C, float *a, float *b);
+/* d = scale*(sigmoid(z) - t) + (a*t + b)*sigmoid(z)*(1 - sigmoid(z)) for plane (n,c),
+ * pixels [q0, q0+nq), q0 % 8 == 0: the BCE gradient times scale plus the soft-Dice one
+ * (a = b = 0: BCE alone, bit for bit what it was before the Dice term existed). */
 void   nn_bce_grad_row(const NnTeam *t, float *d, const float *z, const uint8_t *plane_bits,
-                       int present, int q0, int nq, float scale);
+                       int present, int q0, int nq, float scale, float a, float b);
 /* tp/fp/fn[C] += counts of (logit > 0) against the targets (needs nn_dice_acc_floats). */
 void   nn_dice_counts(NnTeam *t, const float *logits, const uint8_t *bits,
                       const uint8_t *presence, int N, int C, int HW,

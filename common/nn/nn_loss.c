@@ -1,5 +1,5 @@
-/* common/nn/nn_loss.c : BCE-with-logits and Dice counts read straight from bit-packed
- * targets (16 pixels = 2 bytes = one AVX-512 mask), one plane per work item. The loss per
+/* common/nn/nn_loss.c : BCE-with-logits, the soft-Dice sums and Dice counts read straight
+ * from bit-packed targets (16 pixels = 2 bytes = one AVX-512 mask), one plane per work item. The loss per
  * element is max(z,0) - z*t + log1p(exp(-|z|)), summed in double; exp and log1p are
  * vectorised here (relative error ~1e-7, well inside the 1e-6 asked of the loss). */
 #include <math.h>
@@ -60,33 +60,55 @@ static inline __m512d v_sum_pd(__m512d acc, __m512 v)
 
 static inline int tbit(const uint8_t *bits, long q) { return (bits[q >> 3] >> (q & 7)) & 1; }
 
-static double bce_plane_generic(const float *z, const uint8_t *bits, int present, int HW)
+/* Sums of one plane into o[NN_LOSS_PLANE] (added): BCE, then with dice sigmoid, sigmoid*t, t. */
+static void loss_plane_generic(const float *z, const uint8_t *bits, int present, int HW, int dice, double *o)
 {
-    double s = 0;
+    double s = 0, sp = 0, si = 0;
+    long y = 0;
     for (int q = 0; q < HW; q++) {
-        const float v = z[q];
-        const float l = (v > 0.f ? v : 0.f) + log1pf(expf(-fabsf(v)));
-        s += (double)(present && tbit(bits, q) ? l - v : l);
+        const float v = z[q], e = expf(-fabsf(v));
+        const float l = (v > 0.f ? v : 0.f) + log1pf(e);
+        const int t = present && tbit(bits, q);
+        s += (double)(t ? l - v : l);
+        if (dice) {
+            const float r = 1.f / (1.f + e), p = v < 0.f ? e * r : r;
+            sp += (double)p;
+            if (t) { si += (double)p; y++; }
+        }
     }
-    return s;
+    o[0] += s;
+    if (dice) { o[1] += sp; o[2] += si; o[3] += (double)y; }
 }
 
 #if NN_AVX512
-static double bce_plane_avx512(const float *z, const uint8_t *bits, int present, int HW)
+static void loss_plane_avx512(const float *z, const uint8_t *bits, int present, int HW, int dice, double *o)
 {
-    __m512d acc = _mm512_setzero_pd();
-    const __m512 zero = _mm512_setzero_ps();
+    __m512d acc = _mm512_setzero_pd(), accp = _mm512_setzero_pd(), acci = _mm512_setzero_pd();
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
+    long y = 0;
     int q = 0;
     for (; q + 16 <= HW; q += 16) {
         const __m512 v = _mm512_loadu_ps(z + q);
         const __m512 e = v_exp_neg(_mm512_sub_ps(zero, _mm512_abs_ps(v)));
         __m512 l = _mm512_add_ps(_mm512_max_ps(v, zero), v_log1p01(e));
-        if (present) l = _mm512_mask_sub_ps(l, bits16(bits + (q >> 3)), l, v);
+        const __mmask16 tm = present ? bits16(bits + (q >> 3)) : 0;
+        l = _mm512_mask_sub_ps(l, tm, l, v);
         acc = v_sum_pd(acc, l);
+        if (dice) {
+            const __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            const __m512 p = _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), e, r);
+            accp = v_sum_pd(accp, p);
+            acci = v_sum_pd(acci, _mm512_maskz_mov_ps(tm, p));
+            y += __builtin_popcount((unsigned)tm);
+        }
     }
-    double s = _mm512_reduce_add_pd(acc);
-    if (q < HW) s += bce_plane_generic(z + q, bits + (q >> 3), present, HW - q);
-    return s;
+    o[0] += _mm512_reduce_add_pd(acc);
+    if (dice) {
+        o[1] += _mm512_reduce_add_pd(accp);
+        o[2] += _mm512_reduce_add_pd(acci);
+        o[3] += (double)y;
+    }
+    if (q < HW) loss_plane_generic(z + q, bits + (q >> 3), present, HW - q, dice, o);
 }
 #endif
 
@@ -94,8 +116,8 @@ typedef struct {
     NnTeam *t;
     const float *z;
     const uint8_t *bits, *presence;
-    int N, C, HW;
-    int64_t *tp, *fp, *fn;
+    int N, C, HW, dice, pl0;
+    double *out;
 } Bce;
 
 static inline int present_bit(const uint8_t *presence, int C, int n, int c)
@@ -103,58 +125,113 @@ static inline int present_bit(const uint8_t *presence, int C, int n, int c)
     return (presence[(size_t)n * ((C + 7) / 8) + (c >> 3)] >> (c & 7)) & 1;
 }
 
-static void bce_task(void *vctx, int tid, int b, int e)
+/* items are planes pl0 + i; each writes only its own NN_LOSS_PLANE doubles at out + i*4 */
+static void loss_task(void *vctx, int tid, int b, int e)
 {
     const Bce *c = vctx;
-    double s = 0;
-    for (int pl = b; pl < e; pl++) {
-        const int n = pl / c->C, ch = pl % c->C;
+    (void)tid;
+    for (int i = b; i < e; i++) {
+        const int pl = c->pl0 + i, n = pl / c->C, ch = pl % c->C;
         const float *z = c->z + (size_t)pl * c->HW;
         const uint8_t *bits = c->bits + (size_t)pl * (c->HW / 8);
         const int pr = present_bit(c->presence, c->C, n, ch);
+        double *o = c->out + (size_t)i * NN_LOSS_PLANE;
+        o[0] = o[1] = o[2] = o[3] = 0;
 #if NN_AVX512
-        if (!nn_team_generic(c->t)) { s += bce_plane_avx512(z, bits, pr, c->HW); continue; }
+        if (!nn_team_generic(c->t)) { loss_plane_avx512(z, bits, pr, c->HW, c->dice, o); continue; }
 #endif
-        s += bce_plane_generic(z, bits, pr, c->HW);
+        loss_plane_generic(z, bits, pr, c->HW, c->dice, o);
     }
-    *(double *)nn_team_acc(c->t, tid) = s;
+}
+
+void nn_loss_planes(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
+                    int N, int C, int HW, int dice, double *out)
+{
+    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .N = N, .C = C, .HW = HW,
+              .dice = dice, .pl0 = 0, .out = out };
+    nn_team_run_dynamic(t, N * C, loss_task, &c);
 }
 
 double nn_bce_sum(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
                   int N, int C, int HW)
 {
-    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .N = N, .C = C, .HW = HW };
-    const int items = N * C;
-    nn_team_run(t, items, bce_task, &c);
+    /* per-plane sums in the team's item buffer, a chunk at a time, added in plane order */
+    const int chunk = (int)(NN_ITEM_DOUBLES / NN_LOSS_PLANE);
+    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .N = N, .C = C, .HW = HW,
+              .dice = 0, .out = nn_team_items(t) };
     double s = 0;
-    for (int th = 0; th < nn_team_active(t, items); th++) s += *(const double *)nn_team_acc(t, th);
+    for (c.pl0 = 0; c.pl0 < N * C; c.pl0 += chunk) {
+        const int n = N * C - c.pl0 < chunk ? N * C - c.pl0 : chunk;
+        nn_team_run_dynamic(t, n, loss_task, &c);
+        for (int i = 0; i < n; i++) s += c.out[(size_t)i * NN_LOSS_PLANE];
+    }
     return s;
 }
 
+double nn_loss_bce_total(const double *planes, int N, int C)
+{
+    double s = 0;
+    for (long pl = 0; pl < (long)N * C; pl++) s += planes[pl * NN_LOSS_PLANE];
+    return s;
+}
+
+double nn_soft_dice(const double *planes, int N, int C, float *a, float *b)
+{
+    int ns = 0;
+    for (int c = 0; c < C; c++) {
+        double Y = 0;
+        for (int n = 0; n < N; n++) Y += planes[((long)n * C + c) * NN_LOSS_PLANE + 3];
+        ns += Y > 0;
+    }
+    double dsum = 0;
+    for (int c = 0; c < C; c++) {
+        double P = 0, I = 0, Y = 0;
+        for (int n = 0; n < N; n++) {
+            const double *o = planes + ((long)n * C + c) * NN_LOSS_PLANE;
+            P += o[1]; I += o[2]; Y += o[3];
+        }
+        if (!(Y > 0)) { a[c] = b[c] = 0.f; continue; }
+        const double den = P + Y + NN_DICE_EPS, num = 2.0 * I + NN_DICE_EPS;
+        dsum += num / den;
+        a[c] = (float)(-2.0 / (ns * den));
+        b[c] = (float)(num / (ns * den * den));
+    }
+    return ns ? 1.0 - dsum / ns : 0.0;
+}
+
 void nn_bce_grad_row(const NnTeam *t, float *d, const float *z, const uint8_t *plane_bits,
-                     int present, int q0, int nq, float scale)
+                     int present, int q0, int nq, float scale, float a, float b)
 {
     const uint8_t *bits = plane_bits + (q0 >> 3);
+    const int dice = a != 0.f || b != 0.f;
     int q = 0;
 #if NN_AVX512
     if (!nn_team_generic(t)) {
         const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f), sc = _mm512_set1_ps(scale);
+        const __m512 vb = _mm512_set1_ps(b), vab = _mm512_set1_ps(a + b);
         for (; q + 16 <= nq; q += 16) {
             const __m512 v = _mm512_loadu_ps(z + q);
             const __m512 e = v_exp_neg(_mm512_sub_ps(zero, _mm512_abs_ps(v)));
             const __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
             /* sigmoid: 1/(1+e) for z >= 0, e/(1+e) = 1 - 1/(1+e) for z < 0 */
             __m512 sg = _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), e, r);
-            if (present) sg = _mm512_mask_sub_ps(sg, bits16(bits + (q >> 3)), sg, one);
-            _mm512_storeu_ps(d + q, _mm512_mul_ps(sg, sc));
+            const __mmask16 tm = present ? bits16(bits + (q >> 3)) : 0;
+            sg = _mm512_mask_sub_ps(sg, tm, sg, one);
+            __m512 g = _mm512_mul_ps(sg, sc);
+            if (dice) {   /* + (a*t + b) * p(1-p), p(1-p) = e/(1+e)^2 on both sides of 0 */
+                const __m512 pq = _mm512_mul_ps(_mm512_mul_ps(e, r), r);
+                g = _mm512_fmadd_ps(_mm512_mask_mov_ps(vb, tm, vab), pq, g);
+            }
+            _mm512_storeu_ps(d + q, g);
         }
     }
 #endif
     for (; q < nq; q++) {
         const float v = z[q], e = expf(-fabsf(v)), r = 1.f / (1.f + e);
         float sg = v < 0.f ? e * r : r;
-        if (present && tbit(bits, q)) sg -= 1.f;
-        d[q] = sg * scale;
+        const int tt = present && tbit(bits, q);
+        if (tt) sg -= 1.f;
+        d[q] = dice ? fmaf(tt ? a + b : b, e * r * r, sg * scale) : sg * scale;
     }
 }
 
