@@ -39,14 +39,17 @@ check "appending with another --size is refused and the cache is intact" test $r
 # ---- kill -9 at random points, then resume ----
 mkdir -p "$T/good"
 for i in $(seq -w 0 23); do ln -s "$(cd "$SRC" && pwd)" "$T/good/s00$i"; done
-$BIN/segprep "$T/good" "$T/ref" -q || bad "reference run"
+t0=$(date +%s%N)
+$BIN/segprep "$T/good" "$T/ref" -q --threads 1 || bad "reference run"
+ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))   # kills land at 5..35% of this, so they hit however loaded the machine is
 ref_bytes=$($BIN/segprep stat "$T/ref" | $PY -c "import json,sys; d=json.load(sys.stdin); print(d['n_subjects'], d['record_bytes'])")
 killed=0
 for seed in 1 2 3 4; do
     rm -rf "$T/k"
     for round in 1 2 3; do
         $BIN/segprep "$T/good" "$T/k" -q --threads 1 2>/dev/null & pid=$!
-        sleep "0.$(( (seed * 37 + round * 53) % 7 ))5"   # 0.05 .. 0.65 s, rounds resume each other
+        ms=$(( ref_ms * ((seed * 37 + round * 53) % 7 + 1) / 20 ))   # rounds resume each other
+        sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
         kill -9 $pid 2>/dev/null && killed=$((killed+1)); wait $pid 2>/dev/null
         if [ -f "$T/k/data.mdb" ]; then
             $BIN/segprep verify "$T/k" -q 2>/dev/null || bad "seed $seed round $round: cache does not verify after kill -9"

@@ -2,12 +2,17 @@
 # segtrain end to end on the real example CT ($SEGKIT_SHARED/data/totalseg-example), cached
 # at 64x64 with a small U-Net (features 8,16,32,64), single-threaded:
 #  1. CLI: --help/-V exit 0, usage errors exit 2.
-#  2. 32 steps on the one training subject: the "no validation" note appears once, the
-#     loss falls clearly, every run file is written (history JSON, PNG, checkpoints).
-#  3. Exact resume: 4 epochs straight == 1 epoch + resume to 4 == killed (-9) after epoch 2
-#     + resume: identical tensors in the weights and the Adam state, bit for bit.
-#  4. A second subject as the val split: val loss/Dice in the history, best.safetensors
-#     follows the val Dice, the plateau schedule cuts the lr; early stop.
+#  2. 32 steps on the one training subject with the seed recipe (BCE, uniform batches, constant
+#     lr 1e-2): the "no validation" note appears once, the loss falls clearly, every run file
+#     is written (history JSON, PNG, checkpoints).
+#  3. Exact resume: with the seed recipe 4 epochs straight == 1 epoch + resume to 4 (the
+#     recipe options come back from the checkpoint); with the defaults (bce+dice, balanced,
+#     poly) 4 epochs straight == killed (-9) after epoch 2 + resume: identical tensors in the
+#     weights and the Adam state, bit for bit. The defaults' history has the loss name and the
+#     poly lr per epoch, and head.bias starts at the log prior of the train split.
+#  4. A second subject as the val split: val loss/Dice and per-structure Dice in the
+#     history, best.safetensors follows the val Dice (ties by val loss), the plateau schedule
+#     cuts the lr; the zero-Dice warning of an untrained model; early stop.
 #  5. Refusals with clear messages: existing run without --resume/--force, corrupt and
 #     truncated checkpoints (exit 1 naming the file), a checkpoint whose labels or slice size
 #     differ from the cache, a missing state file, a size not divisible by 2^levels, a
@@ -63,11 +68,12 @@ expect_fail "no cache" 2 "usage" "$BIN/segtrain"
 # ---- caches ----
 printf 'image_id;split\ns0000;train\n' >"$T/train.csv"
 "$BIN/segprep" "$EX" "$T/cache" --size 64 --split "$T/train.csv" -q || { echo "FAIL: segprep"; exit 1; }
-COMMON=(--features 8,16,32,64 --batch-size 4 --lr 1e-2 --seed 5 --threads 1 --aug)
+COMMON=(--features 8,16,32,64 --batch-size 4 --seed 5 --threads 1 --aug)
+SEEDRECIPE=(--loss bce --sampling uniform --lr-schedule none --lr 1e-2)
 
 # ---- 2. training lowers the loss ----
 t0=$(date +%s%N)
-"$BIN/segtrain" "$T/cache" --out "$T/a" --epochs 4 "${COMMON[@]}" 2>"$T/a.log"
+"$BIN/segtrain" "$T/cache" --out "$T/a" --epochs 4 "${COMMON[@]}" "${SEEDRECIPE[@]}" 2>"$T/a.log"
 rc=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ $rc -eq 0 ] && ok "4 epochs x 8 steps in ${ms} ms" || { bad "training run: exit $rc"; cat "$T/a.log"; }
@@ -82,10 +88,11 @@ ep = h["epochs"]
 loss = [e["train_loss"] for e in ep]
 print("train loss per epoch:", ", ".join(f"{x:.4f}" for x in loss))
 assert [e["epoch"] for e in ep] == [1, 2, 3, 4], ep
-assert loss[-1] < 0.5 * loss[0], "loss did not fall clearly"
+assert all(b < a for a, b in zip(loss, loss[1:])) and loss[-1] < 0.9 * loss[0], "loss did not fall clearly"
 assert all(e["val_loss"] is None and e["val_dice"] is None for e in ep)
 assert all(e["lr"] == 1e-2 and e["seconds"] > 0 and e["slices_per_s"] > 0 for e in ep)
 assert h["monitor"] == "train_loss" and h["best_epoch"] == loss.index(min(loss)) + 1, h
+assert h["loss"] == "bce", h["loss"]
 need = ["label_map.json", "best.safetensors", "training_history.png"] + \
        [f"checkpoint_epoch{i}{s}.safetensors" for i in range(1, 5) for s in ("", ".state")]
 missing = [f for f in need if not os.path.isfile(os.path.join(d, f))]
@@ -101,12 +108,47 @@ assert int(meta["epoch"]) == h["best_epoch"] and json.loads(meta["config"])["fea
 EOF
 
 # ---- 3. exact resume ----
-"$BIN/segtrain" "$T/cache" --out "$T/b" --epochs 1 "${COMMON[@]}" -q 2>"$T/b.log" &&
+"$BIN/segtrain" "$T/cache" --out "$T/b" --epochs 1 "${COMMON[@]}" "${SEEDRECIPE[@]}" -q 2>"$T/b.log" &&
 "$BIN/segtrain" "$T/cache" --resume "$T/b/checkpoint_epoch1.safetensors" --epochs 4 -q 2>>"$T/b.log"
 [ $? -eq 0 ] && ok "1 epoch, then --resume to 4 (options from the checkpoint)" || { bad "resume run"; cat "$T/b.log"; }
 for f in checkpoint_epoch4.safetensors checkpoint_epoch4.state.safetensors; do
     same_tensors "$T/a/$f" "$T/b/$f" >"$T/cmp.txt" && ok "1+3 epochs == 4 straight: $f ($(cat "$T/cmp.txt"))" || bad "resume differs: $f: $(cat "$T/cmp.txt")"
 done
+# the defaults, straight: loss name, poly lr, head bias at the log prior
+"$BIN/segtrain" "$T/cache" --out "$T/d" --epochs 4 "${COMMON[@]}" -v 2>"$T/d.log" || { bad "defaults run"; cat "$T/d.log"; }
+grep -q "bce+dice loss, balanced batches" "$T/d.log" && grep -q "head bias at the log prior" "$T/d.log" \
+    && ok "defaults: bce+dice, balanced batches, head bias at the log prior (stderr says so)" || bad "defaults log: $(cat "$T/d.log")"
+"$BIN/segtrain" "$T/cache" --out "$T/d0" --epochs 1 --lr 1e-12 --lr-schedule none "${COMMON[@]}" -q 2>/dev/null || bad "lr 1e-12 run"
+"$PY" - "$T/d" "$T/d0" "$T/cache" <<'EOF' && ok "defaults: poly lr from 3e-3 per epoch; head.bias = log prior of the train split" || bad "defaults history/bias"
+import json, os, struct, sys
+sys.path.insert(0, "tools")
+import numpy as np, segcache
+d, d0, cache = sys.argv[1:]
+h = json.load(open(os.path.join(d, "training_history.json")))
+lrs = [e["lr"] for e in h["epochs"]]
+want = [3e-3 * (1 - 8 * i / 32) ** 0.9 for i in range(4)]   # 30 slices, batch 4: 8 steps an epoch
+print("lr per epoch", lrs, "want", want)
+assert h["loss"] == "bce+dice" and all(abs(a - b) < 1e-12 for a, b in zip(lrs, want)), (h["loss"], lrs)
+# head.bias of a run whose lr is 1e-12 is its initial value: log(p/(1-p)) of the train split's
+# foreground fraction per structure, p clamped to [1e-6, 0.5]
+b = open(os.path.join(d0, "checkpoint_epoch1.safetensors"), "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+t = json.loads(b[8:8 + n])["head.bias"]
+bias = np.frombuffer(b[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]], dtype=np.float32)
+c = segcache.SegCache(cache)
+fg = np.zeros(c.n_channels)
+ns = 0
+for s in c.subjects():
+    if s["split"] != "train":
+        continue
+    for z in range(s["n_slices"]):
+        fg += c.slice(s["id"], z)[1].reshape(c.n_channels, -1).sum(1)
+        ns += 1
+p = np.clip(fg / (ns * c.size * c.size), 1e-6, 0.5)
+err = np.abs(bias - np.log(p / (1 - p))).max()
+print(f"head.bias vs log prior over {ns} slices: max error {err:.2e}; {int((fg > 0).sum())} structures present")
+assert err < 1e-4
+EOF
 # a killed run: SIGKILL once epoch 2 is on disk, resume from it
 "$BIN/segtrain" "$T/cache" --out "$T/c" --epochs 4 "${COMMON[@]}" -q 2>"$T/c.log" &
 pid=$!
@@ -114,8 +156,9 @@ for _ in $(seq 1 600); do [ -f "$T/c/checkpoint_epoch2.safetensors" ] && break; 
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 rm -f "$T/c/checkpoint_epoch3"* "$T/c/checkpoint_epoch4"*
 "$BIN/segtrain" "$T/cache" --resume "$T/c/checkpoint_epoch2.safetensors" --epochs 4 -q 2>>"$T/c.log" \
-    && same_tensors "$T/a/checkpoint_epoch4.safetensors" "$T/c/checkpoint_epoch4.safetensors" >"$T/cmp.txt" \
-    && ok "killed after epoch 2 + resume == unbroken ($(cat "$T/cmp.txt"))" || bad "kill/resume: $(cat "$T/cmp.txt" "$T/c.log")"
+    && same_tensors "$T/d/checkpoint_epoch4.safetensors" "$T/c/checkpoint_epoch4.safetensors" >"$T/cmp.txt" \
+    && same_tensors "$T/d/checkpoint_epoch4.state.safetensors" "$T/c/checkpoint_epoch4.state.safetensors" >>"$T/cmp.txt" \
+    && ok "defaults: killed after epoch 2 + resume == unbroken ($(cat "$T/cmp.txt"))" || bad "kill/resume: $(cat "$T/cmp.txt" "$T/c.log")"
 expect_fail "nothing left to do" 0 "nothing to do" "$BIN/segtrain" "$T/cache" --resume "$T/a/checkpoint_epoch4.safetensors" --epochs 4
 
 # ---- 4. with a validation split ----
@@ -125,7 +168,7 @@ ln -s "$(cd "$EX/s0000" && pwd)" "$T/ds2/s0001"
 printf 'image_id;split\ns0000;train\ns0001;val\n' >"$T/ds2/meta.csv"
 "$BIN/segprep" "$T/ds2" "$T/cache2" --size 64 -q || bad "segprep with a val subject"
 "$BIN/segtrain" "$T/cache2" --out "$T/v" --epochs 6 --val-every 2 --lr-schedule plateau --plateau-patience 0 \
-    --plateau-factor 0.5 --limit-slices 16 "${COMMON[@]}" 2>"$T/v.log" || { bad "training with val"; cat "$T/v.log"; }
+    --plateau-factor 0.5 --limit-slices 16 --lr 1e-2 "${COMMON[@]}" 2>"$T/v.log" || { bad "training with val"; cat "$T/v.log"; }
 grep -q "no validation" "$T/v.log" && bad "no-validation note with a val split" || true
 "$PY" - "$T/v" <<'EOF' && ok "val every 2 epochs: val loss and Dice recorded, best follows val Dice, plateau lr cuts" || bad "val history: $(cat "$T/v.log")"
 import json, os, struct, sys
@@ -138,7 +181,13 @@ assert h["monitor"] == "val_dice"
 assert [e["val_dice"] is not None for e in ep] == [False, True] * 3
 v = [e for e in ep if e["val_dice"] is not None]
 assert all(0 <= e["val_dice"] <= 1 and e["val_structures"] > 10 and e["val_loss"] > 0 for e in v)
-best = max(v, key=lambda e: e["val_dice"])
+best = max(v, key=lambda e: (e["val_dice"], -e["val_loss"]))   # ties (and all zero): lower val loss
+per = [e for e in ep if e.get("val_dice_per_structure")]
+assert [e["epoch"] for e in per] == [e["epoch"] for e in v] and len(h["structures"]) == 117, [e["epoch"] for e in per]
+for e in per:
+    ds = e["val_dice_per_structure"]
+    assert len(ds) == e["val_structures"] and all(k in h["structures"] and 0 <= x <= 1 for k, x in ds.items())
+    assert abs(sum(ds.values()) / len(ds) - e["val_dice"]) < 1e-5, "mean of the per-structure Dice is the val Dice"
 assert h["best_epoch"] == best["epoch"], (h["best_epoch"], best)
 b = open(os.path.join(d, "best.safetensors"), "rb").read()
 meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
@@ -158,6 +207,18 @@ for i, e in enumerate(ep):
     assert lrs[i + 1] == want, (i, lrs)
 assert lrs[0] == 1e-2
 print("lr per epoch and after:", lrs, "cuts:", cuts)
+EOF
+
+# an untrained model (lr 1e-12, head at the priors) predicts nothing: said once, after 3 validations
+"$BIN/segtrain" "$T/cache2" --out "$T/z" --epochs 4 --lr 1e-12 --lr-schedule none --limit-slices 8 "${COMMON[@]}" 2>"$T/z.log"
+[ "$(grep -c "validation Dice has been 0 for 3 validations" "$T/z.log")" = 1 ] \
+    && ok "zero-Dice warning once: $(grep -o "warning: validation Dice.*yet" "$T/z.log")" || bad "zero-Dice warning: $(cat "$T/z.log")"
+"$PY" - "$T/z" <<'EOF' && ok "all-zero Dice: best epoch by the lowest val loss" || bad "all-zero Dice best epoch"
+import json, os, sys
+h = json.load(open(os.path.join(sys.argv[1], "training_history.json")))
+ep = h["epochs"]
+assert all(e["val_dice"] == 0 for e in ep), [e["val_dice"] for e in ep]
+assert h["best_epoch"] == min(ep, key=lambda e: (e["val_loss"], e["epoch"]))["epoch"], h["best_epoch"]
 EOF
 
 # early stop: with a vanishing lr the monitored train loss only wobbles, so it stops early
@@ -206,7 +267,7 @@ i = frames[len(frames) // 2] + 40
 b[i:i + 4] = bytes(x ^ 0xFF for x in b[i:i + 4])
 open(p, "wb").write(b)
 EOF
-expect_fail "corrupt cache record" 1 "cachebad: subject s0000 slice [0-9]+: checksum" "$BIN/segtrain" "$T/cachebad" --out "$T/r11" "${COMMON[@]}" -q
+expect_fail "corrupt cache record" 1 "cachebad.*subject s0000 slice [0-9]+: checksum" "$BIN/segtrain" "$T/cachebad" --out "$T/r11" "${COMMON[@]}" -q
 expect_fail "missing cache" 1 "no such cache directory" "$BIN/segtrain" "$T/nope" --out "$T/r10"
 
 echo "$fails failed"

@@ -729,7 +729,9 @@ static int count_head_prior(Run *r)
     r->s.n_prior = 0;
     if (!(r->s.prior = malloc(sizeof(double) * (size_t)C))) return seg_err(SEG_ENOMEM, "head prior");
     int rc = prior_foreground(r->cache, CACHE_SPLIT_TRAIN, PRIOR_MAX_SLICES, r->s.prior, &used);
-    if (rc < 0) return seg_err(rc, "counting the train split's structures: %s", seg_errmsg());
+    if (rc < 0)
+        return strstr(seg_errmsg(), r->o.cache) ? seg_err(rc, "counting the train split's structures: %s", seg_errmsg())
+                                                : seg_err(rc, "%s: counting the train split's structures: %s", r->o.cache, seg_errmsg());
     r->s.n_prior = C;
     int present = 0;
     for (int c = 0; c < C; c++) present += r->s.prior[c] > 0;
