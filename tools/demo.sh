@@ -3,8 +3,8 @@
 # short training run -> evaluation on the test split. Everything lands under demo/.
 # Rerunning regenerates the same data (fixed seed) and redoes the cache, training and report.
 # A program that is not built yet ends the demo after the last step that could run.
-# Knobs (environment): DEMO_SUBJECTS (12), DEMO_SEED (7), DEMO_SIZE (128x128x48),
-# DEMO_CACHE_SIZE (64, the slice side), DEMO_EPOCHS (24), DEMO_BATCH (8),
+# Knobs (environment): DEMO_SUBJECTS (20), DEMO_SEED (7), DEMO_SIZE (128x128x48),
+# DEMO_CACHE_SIZE (64, the slice side), DEMO_EPOCHS (30), DEMO_BATCH (8),
 # DEMO_TRAIN_ARGS (segtrain options; default a half-width U-Net and the last 2 checkpoints
 # kept: everything else is segtrain's default recipe), BIN (bin).
 # The defaults keep the whole demo under 5 minutes on 2 cores.
@@ -12,10 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN="${BIN:-bin}"
-SUBJECTS="${DEMO_SUBJECTS:-12}"
+SUBJECTS="${DEMO_SUBJECTS:-20}"
 SEED="${DEMO_SEED:-7}"
 SIZE="${DEMO_SIZE:-128x128x48}"
-EPOCHS="${DEMO_EPOCHS:-24}"
+EPOCHS="${DEMO_EPOCHS:-30}"
 CACHE_SIZE="${DEMO_CACHE_SIZE:-64}"
 BATCH="${DEMO_BATCH:-8}"
 read -r -a TRAIN_ARGS <<< "${DEMO_TRAIN_ARGS:---features 16,32,64,128 --keep-last 2}"
@@ -77,6 +77,6 @@ rm -rf "$REPORT"
 elapsed "segeval" "$t"
 
 where
-dice=$(sed -n 's/.*: Dice \([0-9.]*\) (mean over \([0-9]*\) pairs.*/\1 over \2 structures present/p' demo/out/segeval.txt)
+dice=$(sed -n 's/.*: Dice \([0-9.]*\) (mean over \([0-9]*\) pairs.*/\1 (mean over \2 subject-structure pairs with a reference)/p' demo/out/segeval.txt)
 [ -n "$dice" ] && echo "demo: the model's Dice on the held-out test subject(s): $dice (segtrain defaults, $EPOCHS epochs)"
 true
