@@ -74,5 +74,6 @@ if have_peer == "1":
     }
     if s["seconds_to_target"] and not p["seconds_to_target"]:
         out["ratios"]["time_to_target_note"] = "PyTorch did not reach the target in %s epochs (%.0f s)" % (epochs, p["train_val_s"])
+        out["ratios"]["time_to_target_speedup_at_least"] = round(p["train_val_s"] / s["seconds_to_target"], 2)
 print(json.dumps(out))
 PYEOF

@@ -17,6 +17,8 @@
 #include "loader.h"
 #include "nii.h"
 #include "predict.h"
+#define TSYNTH_WRITER_ONLY
+#include "testsynth.h"
 #include "testutil.h"
 #include "unet.h"
 #include <math.h>
@@ -31,7 +33,7 @@
 #define C 3
 static const char *NAMES[C] = { "liver", "spleen", "kidney_left" };
 
-static int16_t hu_of(int z, int x, int y) { return (int16_t)(((x * 37 + y * 91 + z * 53 + (x * y * (z + 1)) % 17) % 400) * 5 - 1000); }
+static int16_t hu_of(int si, int z, int x, int y) { return (int16_t)(((x * 37 + y * 91 + z * 53 + (x * y * (z + 1)) % 17) % 400) * 5 - 1000); }
 static int mask_of(int c, int z, int x, int y)
 {
     const int dx = x - 10 - z, dy = y - 14;
@@ -47,34 +49,7 @@ static int build_cache(const char *dir)
     labels_free(&labels);
     if (rc < 0) return rc;
     ZSTD_CCtx *zc = ZSTD_createCCtx();
-    static uint8_t planes[C][S * S / 8];
-    int16_t img[S * S];
-    CacheRecord recs[NZ];
-    for (int z = 0; z < NZ && rc == SEG_OK; z++) {
-        const uint8_t *pp[C];
-        for (int p = 0; p < S * S; p++) img[p] = hu_of(z, p % S, p / S);
-        for (int c = 0; c < C; c++) {
-            memset(planes[c], 0, sizeof planes[c]);
-            int any = 0;
-            for (int p = 0; p < S * S; p++)
-                if (mask_of(c, z, p % S, p / S)) { planes[c][p >> 3] |= (uint8_t)(1u << (p & 7)); any = 1; }
-            pp[c] = any ? planes[c] : NULL;
-        }
-        rc = cache_encode_slice(zc, 3, S, C, img, pp, &recs[z]);
-    }
-    CacheSubject s;
-    memset(&s, 0, sizeof s);
-    snprintf(s.id, sizeof s.id, "s0");
-    s.split = CACHE_SPLIT_TEST;
-    s.n_slices = NZ;
-    for (int k = 0; k < 3; k++) {
-        s.dim[k] = s.canon_dim[k] = k < 2 ? S : NZ;
-        s.perm[k] = k;
-        s.spacing[k] = s.res_spacing[k] = 1;
-    }
-    for (int k = 0; k < 4; k++) s.affine[k][k] = s.canon_affine[k][k] = s.res_affine[k][k] = 1;
-    if (rc == SEG_OK) rc = cache_writer_put_subject(w, &s, recs);
-    for (int z = 0; z < NZ; z++) free(recs[z].data);
+    rc = zc ? t_put_subject(w, zc, "s0", CACHE_SPLIT_TEST, 0, NZ, S, C, hu_of, mask_of, -1) : seg_err(SEG_ENOMEM, "zstd context");
     ZSTD_freeCCtx(zc);
     cache_writer_close(w);
     return rc;
@@ -236,7 +211,7 @@ int main(void)
         rc = nii_create(dim, NII_INT16, aff, &v);
         for (int z = 0; z < NZ && rc == 0; z++)
             for (int y = 0; y < S; y++)
-                for (int x = 0; x < S; x++) ((int16_t *)v->data)[((size_t)z * S + y) * S + x] = hu_of(z, x, y);
+                for (int x = 0; x < S; x++) ((int16_t *)v->data)[((size_t)z * S + y) * S + x] = hu_of(0, z, x, y);
         if (rc == 0) rc = nii_write(ct, v, 1);
         nii_free(v);
         CHECK(rc == 0, "CT NIfTI written");

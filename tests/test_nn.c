@@ -363,20 +363,6 @@ static const float *lfx(const char *name, size_t *n, int64_t shape[4])
     return p;
 }
 
-/* bits and presence from 0/1 targets; absent planes get garbage bits */
-static void pack_bits(const float *tg, int N, int C, int HW, uint8_t *bits, uint8_t *pres)
-{
-    const int CB = (C + 7) / 8;
-    memset(bits, 0, (size_t)N * C * HW / 8);
-    memset(pres, 0, (size_t)N * CB);
-    for (int pl = 0; pl < N * C; pl++) {
-        int any = 0;
-        for (int q = 0; q < HW; q++)
-            if (tg[(size_t)pl * HW + q] > 0.5f) { bits[(size_t)pl * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
-        if (any) pres[(pl / C) * CB + (pl % C) / 8] |= (uint8_t)(1u << (pl % C % 8));
-        else memset(bits + (size_t)pl * HW / 8, 0x5A, (size_t)HW / 8);
-    }
-}
 
 /* loss (kind: 1 dice, 2 bce+dice) and dz through the nn_ calls, as unet.c makes them */
 static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *bits, const uint8_t *pres, int N, int C,
@@ -426,7 +412,7 @@ static void t_dice_case(NnTeam *t, const char *tag)
     const float *z = lfx(tagn(nm, tag, "z"), &nz, zs), *tg = lfx(tagn(nm, tag, "t"), NULL, NULL);
     const int N = (int)zs[0], C = (int)zs[1], HW = (int)(zs[2] * zs[3]);
     uint8_t *bits = malloc((size_t)N * C * HW / 8), *pres = malloc((size_t)N * ((C + 7) / 8));
-    pack_bits(tg, N, C, HW, bits, pres);
+    t_pack_targets(tg, N, C, HW, bits, pres);
     double *planes = malloc(sizeof(double) * NN_LOSS_PLANE * N * C), *pl2 = malloc(sizeof(double) * NN_LOSS_PLANE * N * C);
     float *a = malloc(sizeof(float) * C), *b = malloc(sizeof(float) * C), *a2 = malloc(sizeof(float) * C),
           *b2 = malloc(sizeof(float) * C), *dz = fcopy(NULL, nz), *dz2 = fcopy(NULL, nz);
@@ -487,7 +473,7 @@ static void t_dice_empty(NnTeam *t)
     uint64_t s = 3;
     for (int i = 0; i < n; i++) { z[i] = (float)((double)(t_rand(&s) >> 11) / 9007199254740992.0 * 8 - 4); tg[i] = 0.f; }
     uint8_t bits[2 * 3 * 40 / 8], pres[2];
-    pack_bits(tg, N, C, HW, bits, pres);
+    t_pack_targets(tg, N, C, HW, bits, pres);
     double planes[2 * 3 * NN_LOSS_PLANE];
     const double l1 = nn_loss_grad(t, 1, z, bits, pres, N, C, HW, planes, a, b, dz);
     int zero = 1;

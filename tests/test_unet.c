@@ -51,19 +51,6 @@ static int close_to(const char *tag, const float *got, const float *ref, size_t 
     return bad == 0;
 }
 
-static void pack_targets(const float *t, int N, int C, int HW, uint8_t *bits, uint8_t *pres)
-{
-    const int CB = (C + 7) / 8;
-    memset(bits, 0, (size_t)N * C * HW / 8);
-    memset(pres, 0, (size_t)N * CB);
-    for (int pl = 0; pl < N * C; pl++) {
-        int any = 0;
-        for (int q = 0; q < HW; q++)
-            if (t[(size_t)pl * HW + q] > 0.5f) { bits[(size_t)pl * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
-        if (any) pres[(pl / C) * CB + (pl % C) / 8] |= (uint8_t)(1u << (pl % C % 8));
-        else memset(bits + (size_t)pl * HW / 8, 0xFF, (size_t)HW / 8);   /* absent: garbage, ignored */
-    }
-}
 
 static int load_state(Unet *m, const char *prefix)
 {
@@ -139,7 +126,7 @@ static void t_fixture(const char *path, int threads, int kind)
 
     const float *x = fx("x", NULL), *t = fx("t", NULL);
     uint8_t *bits = malloc((size_t)N * C * HW / 8), *pres = malloc((size_t)N * ((C + 7) / 8));
-    pack_targets(t, N, C, HW, bits, pres);
+    t_pack_targets(t, N, C, HW, bits, pres);
     rc = unet_forward(m, x, N, 1);
     CHECK(rc == 0, "forward(train=1)");
     size_t nl;

@@ -1,7 +1,8 @@
 /* tests/testsynth.h : a small synthetic cache written with the cache writer (32x32, 5
  * structures, subjects a, b train / c val / d test, slice 1 of d with a bad checksum):
  * every image value and mask bit is a known function of (subject, slice, x, y), so tests of
- * the loader and of segtrain's start-up statistics can compute what they must read. */
+ * the loader and of segtrain's start-up statistics can compute what they must read.
+ * t_put_subject writes any such subject; define TSYNTH_WRITER_ONLY for it alone. */
 #ifndef SEG_TESTSYNTH_H
 #define SEG_TESTSYNTH_H
 #include "cache.h"
@@ -11,6 +12,56 @@
 #include <string.h>
 #include <zstd.h>
 
+/* Write one subject of n slices (size x size, nch channels, at most 64 slices) with a
+ * plausible identity geometry (the reader checks it): pixel (x, y) of slice z is
+ * hu(si, z, x, y), channel c's mask bit is mask(c, z, x, y); slice bad_slice (-1: none) gets
+ * a broken checksum. */
+typedef int16_t (*TSynthHu)(int si, int z, int x, int y);
+typedef int (*TSynthMask)(int c, int z, int x, int y);
+static inline int t_put_subject(CacheWriter *w, ZSTD_CCtx *zc, const char *id, int split, int si, int n, int size,
+                                int nch, TSynthHu hu, TSynthMask mask, int bad_slice)
+{
+    const size_t pb = (size_t)size * size / 8;
+    uint8_t *planes = calloc((size_t)nch, pb);
+    const uint8_t **pp = calloc((size_t)nch, sizeof *pp);
+    int16_t *img = malloc(sizeof *img * (size_t)size * size);
+    CacheRecord recs[64];
+    int rc = planes && pp && img && n <= 64 ? SEG_OK : seg_err(SEG_ENOMEM, "t_put_subject");
+    int done = 0;
+    for (int k = 0; k < n && rc == SEG_OK; k++, done++) {
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++) img[y * size + x] = hu(si, k, x, y);
+        for (int c = 0; c < nch; c++) {
+            uint8_t *pl = planes + (size_t)c * pb;
+            memset(pl, 0, pb);
+            int any = 0;
+            for (int p = 0; p < size * size; p++)
+                if (mask(c, k, p % size, p / size)) { pl[p >> 3] |= (uint8_t)(1u << (p & 7)); any = 1; }
+            pp[c] = any ? pl : NULL;
+        }
+        rc = cache_encode_slice(zc, 3, size, nch, img, pp, &recs[k]);
+        if (rc == SEG_OK && k == bad_slice) ((uint8_t *)recs[k].data)[recs[k].size - 1] ^= 0x55;
+    }
+    CacheSubject s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.id, sizeof s.id, "%s", id);
+    s.split = split;
+    s.n_slices = n;
+    for (int k = 0; k < 3; k++) {
+        s.dim[k] = s.canon_dim[k] = k < 2 ? size : n;
+        s.perm[k] = k;
+        s.spacing[k] = s.res_spacing[k] = 1;
+    }
+    for (int k = 0; k < 4; k++) s.affine[k][k] = s.canon_affine[k][k] = s.res_affine[k][k] = 1;
+    if (rc == SEG_OK) rc = cache_writer_put_subject(w, &s, recs);
+    for (int k = 0; k < done; k++) free(recs[k].data);
+    free(planes);
+    free(pp);
+    free(img);
+    return rc;
+}
+
+#ifndef TSYNTH_WRITER_ONLY   /* the loader's five-structure fixture */
 #define S 32
 #define C 5
 static const char *const NAMES[C] = { "kidney_left", "kidney_right", "liver", "rib_left_1", "rib_right_1" };
@@ -41,41 +92,13 @@ static inline int build_cache(const char *dir)
     labels_free(&labels);
     if (rc < 0) return rc;
     ZSTD_CCtx *z = ZSTD_createCCtx();
-    static uint8_t planes[C][S * S / 8];
-    int16_t img[S * S];
-    for (int si = 0; si < 4 && rc == SEG_OK; si++) {
-        CacheRecord recs[16];
-        for (int k = 0; k < SUBJ[si].n && rc == SEG_OK; k++) {
-            const uint8_t *pp[C];
-            for (int y = 0; y < S; y++)
-                for (int x = 0; x < S; x++) img[y * S + x] = hu_of(si, k, x, y);
-            for (int c = 0; c < C; c++) {
-                memset(planes[c], 0, sizeof planes[c]);
-                int any = 0;
-                for (int p = 0; p < S * S; p++)
-                    if (mask_of(c, k, p % S, p / S)) { planes[c][p >> 3] |= (uint8_t)(1u << (p & 7)); any = 1; }
-                pp[c] = any ? planes[c] : NULL;
-            }
-            rc = cache_encode_slice(z, 3, S, C, img, pp, &recs[k]);
-        }
-        if (si == 3 && rc == SEG_OK) ((uint8_t *)recs[1].data)[recs[1].size - 1] ^= 0x55;   /* d slice 1: bad checksum */
-        CacheSubject s;
-        memset(&s, 0, sizeof s);
-        snprintf(s.id, sizeof s.id, "%s", SUBJ[si].id);
-        s.split = SUBJ[si].split;
-        s.n_slices = SUBJ[si].n;
-        for (int k = 0; k < 3; k++) {   /* a plausible identity geometry: the reader checks it */
-            s.dim[k] = s.canon_dim[k] = k < 2 ? S : SUBJ[si].n;
-            s.perm[k] = k;
-            s.spacing[k] = s.res_spacing[k] = 1;
-        }
-        for (int k = 0; k < 4; k++) s.affine[k][k] = s.canon_affine[k][k] = s.res_affine[k][k] = 1;
-        if (rc == SEG_OK) rc = cache_writer_put_subject(w, &s, recs);
-        for (int k = 0; k < SUBJ[si].n; k++) free(recs[k].data);
-    }
+    for (int si = 0; si < 4 && rc == SEG_OK; si++)   /* d slice 1: bad checksum */
+        rc = z ? t_put_subject(w, z, SUBJ[si].id, SUBJ[si].split, si, SUBJ[si].n, S, C, hu_of, mask_of, si == 3 ? 1 : -1)
+               : seg_err(SEG_ENOMEM, "zstd context");
     ZSTD_freeCCtx(z);
     cache_writer_close(w);
     return rc;
 }
 
+#endif /* TSYNTH_WRITER_ONLY */
 #endif

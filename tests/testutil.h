@@ -4,6 +4,7 @@
 #define SEG_TESTUTIL_H
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 static int t_fails, t_checks;
 __attribute__((constructor)) static void t_unbuffered(void) { setvbuf(stdout, NULL, _IONBF, 0); }
@@ -23,5 +24,21 @@ static inline uint64_t t_rand(uint64_t *s)
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+/* Bit-pack 0/1 float targets (n, nch, hw) the way the cache stores masks: bits (n*nch planes of
+ * hw/8 bytes) and the presence bitmap ((nch+7)/8 bytes per sample). A plane without a set pixel
+ * is marked absent and its bytes filled with 0x5A, garbage the loss must ignore. */
+static inline void t_pack_targets(const float *t, int n, int nch, int hw, uint8_t *bits, uint8_t *pres)
+{
+    const int cb = (nch + 7) / 8;
+    memset(bits, 0, (size_t)n * nch * hw / 8);
+    memset(pres, 0, (size_t)n * cb);
+    for (int pl = 0; pl < n * nch; pl++) {
+        int any = 0;
+        for (int q = 0; q < hw; q++)
+            if (t[(size_t)pl * hw + q] > 0.5f) { bits[(size_t)pl * hw / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
+        if (any) pres[(pl / nch) * cb + (pl % nch) / 8] |= (uint8_t)(1u << (pl % nch % 8));
+        else memset(bits + (size_t)pl * hw / 8, 0x5A, (size_t)hw / 8);
+    }
 }
 #endif
