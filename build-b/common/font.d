@@ -1,0 +1,2 @@
+build-b/common/font.o: common/font.c common/plot.h
+common/plot.h:

@@ -1,0 +1,3 @@
+build-b/common/fsutil.o: common/fsutil.c common/fsutil.h common/err.h
+common/fsutil.h:
+common/err.h:

@@ -1,0 +1,2 @@
+build-b/common/labels_ts.o: common/labels_ts.c common/labels.h
+common/labels.h:

@@ -1,0 +1,2 @@
+build-b/common/progress.o: common/progress.c common/progress.h
+common/progress.h:
