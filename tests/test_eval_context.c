@@ -42,17 +42,8 @@ static int mask_of(int c, int z, int x, int y)
 
 static int build_cache(const char *dir)
 {
-    LabelList labels;
-    CacheWriter *w;
-    TRY(labels_from_names(NAMES, C, &labels));
-    int rc = cache_writer_open(dir, S, &labels, &w);
-    labels_free(&labels);
-    if (rc < 0) return rc;
-    ZSTD_CCtx *zc = ZSTD_createCCtx();
-    rc = zc ? t_put_subject(w, zc, "s0", CACHE_SPLIT_TEST, 0, NZ, S, C, hu_of, mask_of, -1) : seg_err(SEG_ENOMEM, "zstd context");
-    ZSTD_freeCCtx(zc);
-    cache_writer_close(w);
-    return rc;
+    const TSynthSubject s0 = { "s0", CACHE_SPLIT_TEST, NZ, -1 };
+    return t_write_cache(dir, NAMES, C, S, &s0, 1, hu_of, mask_of);
 }
 
 /* A model of in_ch channels with base's weights; the first convolution's go to channel J. */

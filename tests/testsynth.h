@@ -61,12 +61,33 @@ static inline int t_put_subject(CacheWriter *w, ZSTD_CCtx *zc, const char *id, i
     return rc;
 }
 
+typedef struct TSynthSubject { const char *id; int split, n, bad_slice; } TSynthSubject;
+
+/* A cache at dir of the n_subj subjects (t_put_subject each, subject index si = position). */
+static inline int t_write_cache(const char *dir, const char *const *names, int nch, int size, const TSynthSubject *subj,
+                                int n_subj, TSynthHu hu, TSynthMask mask)
+{
+    LabelList labels;
+    CacheWriter *w;
+    TRY(labels_from_names(names, nch, &labels));
+    int rc = cache_writer_open(dir, size, &labels, &w);
+    labels_free(&labels);
+    if (rc < 0) return rc;
+    ZSTD_CCtx *z = ZSTD_createCCtx();
+    if (!z) rc = seg_err(SEG_ENOMEM, "zstd context");
+    for (int si = 0; si < n_subj && rc == SEG_OK; si++)
+        rc = t_put_subject(w, z, subj[si].id, subj[si].split, si, subj[si].n, size, nch, hu, mask, subj[si].bad_slice);
+    ZSTD_freeCCtx(z);
+    cache_writer_close(w);
+    return rc;
+}
+
 #ifndef TSYNTH_WRITER_ONLY   /* the loader's five-structure fixture */
 #define S 32
 #define C 5
 static const char *const NAMES[C] = { "kidney_left", "kidney_right", "liver", "rib_left_1", "rib_right_1" };
-static const struct { const char *id; int split, n; } SUBJ[] = {
-    { "a", CACHE_SPLIT_TRAIN, 10 }, { "b", CACHE_SPLIT_TRAIN, 7 }, { "c", CACHE_SPLIT_VAL, 4 }, { "d", CACHE_SPLIT_TEST, 3 },
+static const TSynthSubject SUBJ[] = {   /* d slice 1: bad checksum */
+    { "a", CACHE_SPLIT_TRAIN, 10, -1 }, { "b", CACHE_SPLIT_TRAIN, 7, -1 }, { "c", CACHE_SPLIT_VAL, 4, -1 }, { "d", CACHE_SPLIT_TEST, 3, 1 },
 };
 
 static inline int16_t hu_of(int si, int z, int x, int y) { return (int16_t)(x == 0 && y == 0 ? si * 100 + z : x * 7 - y * 3); }
@@ -85,19 +106,7 @@ static inline int mask_of(int c, int z, int x, int y)
 
 static inline int build_cache(const char *dir)
 {
-    LabelList labels;
-    CacheWriter *w;
-    TRY(labels_from_names(NAMES, C, &labels));
-    int rc = cache_writer_open(dir, S, &labels, &w);
-    labels_free(&labels);
-    if (rc < 0) return rc;
-    ZSTD_CCtx *z = ZSTD_createCCtx();
-    for (int si = 0; si < 4 && rc == SEG_OK; si++)   /* d slice 1: bad checksum */
-        rc = z ? t_put_subject(w, z, SUBJ[si].id, SUBJ[si].split, si, SUBJ[si].n, S, C, hu_of, mask_of, si == 3 ? 1 : -1)
-               : seg_err(SEG_ENOMEM, "zstd context");
-    ZSTD_freeCCtx(z);
-    cache_writer_close(w);
-    return rc;
+    return t_write_cache(dir, NAMES, C, S, SUBJ, 4, hu_of, mask_of);
 }
 
 #endif /* TSYNTH_WRITER_ONLY */

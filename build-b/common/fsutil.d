@@ -1,3 +1,0 @@
-build-b/common/fsutil.o: common/fsutil.c common/fsutil.h common/err.h
-common/fsutil.h:
-common/err.h:

@@ -1,3 +1,0 @@
-build-b/common/nii.o: common/nii.c common/nii.h common/err.h
-common/nii.h:
-common/err.h:

@@ -1,2 +1,0 @@
-build-b/train/schedule.o: train/schedule.c train/schedule.h
-train/schedule.h:
