@@ -90,15 +90,19 @@ def main():
     check(nbt and all(v[2].shape == () and int(v[2]) > 0 for v in nbt), f"{len(nbt)} BatchNorm counters are I64 scalars > 0")
 
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, flag in (("eval", []), ("train", ["--train-mode"])):
-            out = os.path.join(tmp, f"{mode}.safetensors")
-            r = subprocess.run([segtrain, "forward", model, xin, out, "--threads", "1"] + flag, capture_output=True, text=True)
-            if r.returncode != 0:
-                check(False, f"segtrain forward ({mode}): exit {r.returncode}: {r.stderr.strip()}")
-                continue
-            got, _ = read_st(out)
-            compare(f"logits, {mode} mode (BatchNorm {'running' if mode == 'eval' else 'batch'} statistics)",
-                    got["logits"][2], ref[f"logits_{mode}"][2])
+        def forward_both_modes(ckpt, x, reference, what, tag):
+            """segtrain forward in eval and train mode against the PyTorch logits."""
+            for mode, flag in (("eval", []), ("train", ["--train-mode"])):
+                out = os.path.join(tmp, f"{tag}{mode}.safetensors")
+                r = subprocess.run([segtrain, "forward", ckpt, x, out, "--threads", "1"] + flag, capture_output=True, text=True)
+                if r.returncode != 0:
+                    check(False, f"segtrain forward, {what} ({mode}): exit {r.returncode}: {r.stderr.strip()}")
+                    continue
+                got, _ = read_st(out)
+                compare(f"{what} logits, {mode} mode (BatchNorm {'running' if mode == 'eval' else 'batch'} statistics)",
+                        got["logits"][2], reference[f"logits_{mode}"][2])
+
+        forward_both_modes(model, xin, ref, "in_ch 1", "")
         r = subprocess.run([segtrain, "forward", os.path.join(FIX, "torch_out.safetensors"), xin, os.path.join(tmp, "o")],
                            capture_output=True, text=True)
         check(r.returncode == 1 and "not a segkit U-Net checkpoint" in r.stderr,
@@ -111,14 +115,7 @@ def main():
         keys_match("context checkpoint (in_ch 3)", ctens, json.loads(cref_meta["state_dict"]))
         check(json.loads(cmeta["config"]).get("in_ch") == 3 and ctens["downs.0.net.0.weight"][1] == [4, 3, 3, 3],
               f"context checkpoint: config in_ch 3, first convolution {ctens['downs.0.net.0.weight'][1]}")
-        for mode, flag in (("eval", []), ("train", ["--train-mode"])):
-            out = os.path.join(tmp, f"ctx_{mode}.safetensors")
-            r = subprocess.run([segtrain, "forward", cmodel, cxin, out, "--threads", "1"] + flag, capture_output=True, text=True)
-            if r.returncode != 0:
-                check(False, f"segtrain forward, in_ch 3 ({mode}): exit {r.returncode}: {r.stderr.strip()}")
-                continue
-            got, _ = read_st(out)
-            compare(f"in_ch 3 logits, {mode} mode", got["logits"][2], cref[f"logits_{mode}"][2])
+        forward_both_modes(cmodel, cxin, cref, "in_ch 3", "ctx_")
         r = subprocess.run([segtrain, "forward", cmodel, xin, os.path.join(tmp, "o")], capture_output=True, text=True)
         check(r.returncode == 1 and "(N, 3, H, W)" in r.stderr,
               f"a 1-channel input for an in_ch 3 checkpoint is refused: {r.stderr.strip()[:200]}")
