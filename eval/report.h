@@ -55,7 +55,8 @@ typedef struct ReportRun {
 int report_csv(const ReportRun *r);
 /* summary_<tag>.json. */
 int report_json(const ReportRun *r);
-/* metrics_distribution_<tag>.png and structure_ranking_<tag>.png. */
+/* metrics_distribution_<tag>.png and structure_ranking_<tag>.png (both tried; the first
+ * error is returned). */
 int report_png_charts(const ReportRun *r);
 /* segmentation_visualization_<tag>.png: up to max_slices slices of s chosen where the
  * reference covers most structures, CT (or black) with reference contours and prediction

@@ -513,6 +513,10 @@ int main(int argc, char **argv)
     }
     if (a.npos == 0) { usage(stderr); return EXIT_USAGE; }
     if (a.tag && (!a.tag[0] || strchr(a.tag, '/'))) { fprintf(stderr, "segeval: --tag must be a non-empty name without '/'\n"); return EXIT_USAGE; }
+    if (strcmp(a.pos[0], "compare") && (a.only || a.missing_as_empty)) {
+        fprintf(stderr, "segeval: %s is a compare option (see segeval --help)\n", a.only ? "--only" : "--missing-as-empty");
+        return EXIT_USAGE;
+    }
     if (!strcmp(a.pos[0], "compare")) return cmd_compare(&a);    /* no model: no device */
     if (resolve_device(&a) < 0) return EXIT_RUNTIME;
     if (!strcmp(a.pos[0], "predict")) return cmd_predict(&a);
