@@ -589,7 +589,10 @@ int plot_histogram(PlotCanvas *c, int bx, int by, int bw, int bh, const PlotAxes
 int plot_hbar_height(int n, int scale)
 {
     int sc = scale < 1 ? 1 : scale, th = plot_text_height(sc), pad = 4 * sc;
-    return pad + plot_text_height(sc + 1) + pad + n * (th + 2 + 2 * sc) + 3 * sc + th + pad + th + pad + pad;
+    /* plot_axes wants a data area of at least 2 text heights: 1 bar alone gets that much */
+    int rows = n * (th + 2 + 2 * sc);
+    if (rows < 2 * th) rows = 2 * th;
+    return pad + plot_text_height(sc + 1) + pad + rows + 3 * sc + th + pad + th + pad + pad;
 }
 
 int plot_hbar_chart(PlotCanvas *c, int bx, int by, int bw, int bh, const PlotAxesSpec *s,

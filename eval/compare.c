@@ -495,7 +495,7 @@ static int fill_stack(const ComparePlan *p, const OrientMap *om, const NiiVolume
                 int t = s;
                 if (s < 0) {
                     t = val > 0 && val < p->n_values ? p->value_to_struct[val] : -1;
-                    if (t < 0) { if (n_unknown) (*n_unknown)++; continue; }
+                    if (t < 0) { if (t == -1 && n_unknown) (*n_unknown)++; continue; }   /* -2: left out by --only */
                 }
                 TRY(metrics_stack_set(st, t, c, r, k));
             }
@@ -586,5 +586,72 @@ fail:
     nii_free(ct);
     nii_free(geo);
     report_subject_free(s);
+    return rc;
+}
+
+/* ---- one-sided structures and --only ---- */
+
+int compare_one_sided(const ComparePlan *p, int i, uint8_t *out)
+{
+    const ComparePair *pp = &p->pairs[i];
+    for (int t = 0; t < p->labels.n; t++) {
+        char path[COMPARE_PATH_MAX];
+        /* a multilabel file holds every structure (an absent value is an empty mask) */
+        int in_ref = pp->ref.kind == COMPARE_MULTILABEL || find_nifti(pp->ref.path, p->labels.names[t], path, sizeof path);
+        int in_pred = pp->pred.kind == COMPARE_MULTILABEL || find_nifti(pp->pred.path, p->labels.names[t], path, sizeof path);
+        out[t] = in_ref && !in_pred ? COMPARE_REF_ONLY : !in_ref && in_pred ? COMPARE_PRED_ONLY : 0;
+    }
+    return SEG_OK;
+}
+
+/* names: an existing file (labels_read_file) or a comma-separated list. */
+static int only_names(const char *only, LabelList *out)
+{
+    if (fs_is_file(only)) return labels_read_file(only, out);
+    char *copy = strdup(only);
+    const char **v = calloc(strlen(only) / 2 + 2, sizeof *v);
+    if (!copy || !v) { free(copy); free(v); return seg_err(SEG_ENOMEM, "--only"); }
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (*tok) v[n++] = tok;
+    int rc = n ? labels_from_names(v, n, out) : seg_err(SEG_EARG, "--only '%s': no structure names", only);
+    free(copy);
+    free(v);
+    return rc;
+}
+
+int compare_select(ComparePlan *p, const char *only)
+{
+    LabelList want = { 0, NULL };
+    TRY(only_names(only, &want));
+    int *keep = calloc((size_t)p->labels.n, sizeof *keep), *newidx = malloc(sizeof(int) * (size_t)p->labels.n);
+    const char **names = calloc((size_t)want.n, sizeof *names);
+    int rc = keep && newidx && names ? SEG_OK : seg_err(SEG_ENOMEM, "--only");
+    char bad[512] = "";
+    int n_bad = 0;
+    for (int i = 0; i < want.n && rc == SEG_OK; i++) {
+        int t = labels_find(&p->labels, want.names[i]);
+        if (t >= 0) { keep[t] = 1; continue; }
+        size_t l = strlen(bad);
+        if (n_bad++ < 5) snprintf(bad + l, sizeof bad - l, "%s'%s'", l ? ", " : "", want.names[i]);
+    }
+    if (rc == SEG_OK && n_bad)
+        rc = seg_err(SEG_EARG, "--only %s: %d name(s) not among the %d structures (names from %s): %s%s", only, n_bad,
+                     p->labels.n, p->labels_from, bad, n_bad > 5 ? ", ..." : "");
+    int k = 0;
+    for (int t = 0; t < p->labels.n && rc == SEG_OK; t++) {
+        newidx[t] = keep[t] ? k : -2;
+        if (keep[t]) names[k++] = p->labels.names[t];
+    }
+    LabelList sel = { 0, NULL };
+    if (rc == SEG_OK) rc = labels_from_names(names, k, &sel);
+    if (rc == SEG_OK) {
+        for (int v = 0; v < p->n_values; v++)
+            if (p->value_to_struct[v] >= 0) p->value_to_struct[v] = newidx[p->value_to_struct[v]];
+        labels_free(&p->labels);
+        p->labels = sel;
+    }
+    free(keep); free(newidx); free(names);
+    labels_free(&want);
     return rc;
 }

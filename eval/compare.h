@@ -55,4 +55,15 @@ void compare_plan_free(ComparePlan *p);   /* NULL-safe */
  * (may be NULL) gets the count of voxels whose multilabel value has no structure. */
 int  compare_load(const ComparePlan *p, int i, ReportSubject *s, int64_t *n_unknown);
 
+/* Which structures of pair i have a mask file on one side only (a folder of masks
+ * lacking <name>.nii.gz that the other side has; a multilabel file holds every
+ * structure): out[labels.n] gets 0, COMPARE_REF_ONLY or COMPARE_PRED_ONLY. */
+enum { COMPARE_REF_ONLY = 1, COMPARE_PRED_ONLY = 2 };
+int  compare_one_sided(const ComparePlan *p, int i, uint8_t *out);
+
+/* --only: keep the structures named in `only` (a names file as --labels reads, or
+ * "a,b,c"), in the plan's order; multilabel values of the others are skipped silently.
+ * SEG_EARG listing names that are not structures of the plan. */
+int  compare_select(ComparePlan *p, const char *only);
+
 #endif

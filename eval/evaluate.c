@@ -57,6 +57,14 @@ int evaluate_open(const char *checkpoint, const char *cache_dir, int split, cons
     e->pb = cache_plane_bytes(e->cache);
     rc = predict_model_open(checkpoint, e->size, e->o.batch, e->o.threads, &e->o.dev, &e->model);
     if (rc < 0) { rc = seg_err(rc, "checkpoint: %s", seg_errmsg()); goto fail; }
+    const int trained = predict_model_trained_size(e->model);
+    if (trained > 0 && trained != e->size) {
+        /* a U-Net runs at any size, but its numbers at a size it never saw are not its own */
+        rc = seg_err(SEG_EMISMATCH, "checkpoint %s was trained on %dx%d slices but cache %s holds %dx%d slices: "
+                     "evaluate it on a cache prepared at its size (segprep --size %d), or evaluate a checkpoint "
+                     "trained at %d", checkpoint, trained, trained, cache_dir, e->size, e->size, trained, e->size);
+        goto fail;
+    }
     snprintf(e->desc, sizeof e->desc, "%s", predict_model_desc(e->model));
     const LabelList *cl = cache_labels(e->cache), *ml = predict_model_labels(e->model);
     if (predict_model_n_classes(e->model) != e->C) {

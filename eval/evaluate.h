@@ -24,8 +24,8 @@ typedef struct Evaluator Evaluator;
 
 /* Open the cache and the checkpoint and select the subjects of split (CACHE_SPLIT_*, or
  * -1 for all). Errors, each naming the files: the checkpoint cannot be read (SEG_EIO /
- * SEG_EFORMAT); its class count or structure names differ from the cache's
- * (SEG_EMISMATCH); the split has no subject (SEG_EARG, listing the splits present). */
+ * SEG_EFORMAT); its class count, structure names or training slice size differ from the
+ * cache's (SEG_EMISMATCH: the model is never run at a size it was not trained at); the split has no subject (SEG_EARG, listing the splits present). */
 int  evaluate_open(const char *checkpoint, const char *cache_dir, int split, const EvaluateOptions *o, Evaluator **out);
 void evaluate_close(Evaluator *e);                          /* NULL-safe */
 

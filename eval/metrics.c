@@ -18,6 +18,7 @@ const char *metrics_case_name(int c)
     case METRICS_CASE_BOTH_EMPTY: return "both_empty";
     case METRICS_CASE_FP_ABSENT: return "fp_absent";
     case METRICS_CASE_MISSED: return "missed";
+    case METRICS_CASE_ONE_SIDED: return "one_sided";
     default: return "?";
     }
 }
@@ -592,6 +593,7 @@ int metrics_summarize(const MetricsResult *res, int n_subj, int n_struct, int s,
     for (int j = 0; j < n_subj; j++)
         for (int t = s0; t < s1; t++) {
             const MetricsResult *r = &res[(size_t)j * (size_t)n_struct + (size_t)t];
+            if (r->kase == METRICS_CASE_ONE_SIDED) { out->n_one_sided++; continue; }
             out->n_pairs++;
             if (r->kase == METRICS_CASE_BOTH_EMPTY) { out->n_both_empty++; out->n_ref_empty++; continue; }
             dn[k_nn] = r->dice; in[k_nn] = r->iou; k_nn++;

@@ -10,6 +10,9 @@
 #include "progress.h"
 #include "resample.h"
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +64,37 @@ static int write_statistics(const char *out_dir, const LabelList *names, int C, 
     return rc;
 }
 
+/* Unlink dir/name when it is a regular file or a link (never a folder or anything else). */
+static int remove_file(const char *dir, const char *name)
+{
+    char path[4096];
+    TRY(fs_join(path, sizeof path, dir, name));
+    struct stat st;
+    if (lstat(path, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))) return SEG_OK;
+    if (unlink(path) != 0) return seg_err(SEG_EIO, "%s: cannot remove the earlier run's output: %s", path, strerror(errno));
+    return SEG_OK;
+}
+
+/* What an earlier predict wrote in out_dir, whatever its options: segmentation.nii.gz,
+ * statistics.json and segmentations/<name>.nii.gz for this model's names (the folder
+ * itself when that leaves it empty). Other files stay. */
+static int remove_earlier(const char *out_dir, const LabelList *names, int C)
+{
+    TRY(remove_file(out_dir, "segmentation.nii.gz"));
+    TRY(remove_file(out_dir, "statistics.json"));
+    char dir[4096];
+    TRY(fs_join(dir, sizeof dir, out_dir, "segmentations"));
+    if (!fs_is_dir(dir)) return SEG_OK;
+    for (int c = 0; c < C; c++) {
+        char name[300];
+        if (names) snprintf(name, sizeof name, "%s.nii.gz", names->names[c]);
+        else snprintf(name, sizeof name, "class_%d.nii.gz", c + 1);
+        TRY(remove_file(dir, name));
+    }
+    rmdir(dir);   /* fails, harmlessly, when something else is in it */
+    return SEG_OK;
+}
+
 /* Per-structure masks in the input grid from the slice-view bit planes of pm. */
 static int write_masks(const char *out_dir, const LabelList *names, const NiiVolume *ct, const OrientMap *om,
                        const MetricsStack *pm)
@@ -70,6 +104,8 @@ static int write_masks(const char *out_dir, const LabelList *names, const NiiVol
     TRY(fs_mkdirs(dir));
     NiiVolume *m = NULL;
     TRY(nii_create(ct->dim, NII_UINT8, ct->affine, &m));
+    m->sform_code = ct->sform_code;   /* the input's codes, not "scanner" whatever it said */
+    m->qform_code = ct->qform_code;
     const size_t nvox = nii_nvox(m);
     int rc = SEG_OK;
     for (int c = 0; c < pm->n_struct && rc == SEG_OK; c++) {
@@ -128,11 +164,14 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     const LabelList *names = predict_model_labels(model);
     if (names && names->n != C) names = NULL;
     if ((rc = fs_mkdirs(out_dir)) < 0) goto out;
+    if ((rc = remove_earlier(out_dir, names, C)) < 0) goto out;
     if ((rc = resample_axis_init(&ar, sh, size)) < 0 || (rc = resample_axis_init(&ac, sw, size)) < 0) goto out;
     double sp1[3] = { 1, 1, 1 };
     if ((rc = metrics_stack_init(&pm, sw, sh, nz, C, sp1)) < 0) goto out;
     rc = nii_create(ct->dim, C <= 255 ? NII_UINT8 : NII_UINT16, ct->affine, &seg);
     if (rc < 0) goto out;
+    seg->sform_code = ct->sform_code;
+    seg->qform_code = ct->qform_code;
     slice = malloc(sizeof(float) * (size_t)sw * sh);
     up = malloc(sizeof(float) * (size_t)sw * sh);
     best = malloc(sizeof(float) * (size_t)sw * sh);

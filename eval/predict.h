@@ -24,6 +24,7 @@ int  predict_model_open(const char *checkpoint, int size, int max_batch, int thr
                         PredictModel **out);
 void predict_model_close(PredictModel *m);                 /* NULL-safe */
 int  predict_model_size(const PredictModel *m);            /* slice side H = W */
+int  predict_model_trained_size(const PredictModel *m);    /* slice side it was trained at (0: not recorded) */
 int  predict_model_n_classes(const PredictModel *m);
 /* Structure names stored in the checkpoint (NULL when it has none). */
 const LabelList *predict_model_labels(const PredictModel *m);
@@ -57,7 +58,10 @@ typedef struct PredictInfo {
 /* The whole `segeval predict`: OUT_DIR/segmentation.nii.gz (uint8 labels when C <= 255,
  * else uint16; label = channel + 1, 0 = background; where channels overlap, the most
  * probable wins), optional per-structure masks (each channel thresholded on its own, so
- * they may overlap) and statistics.json ({"name": {"volume_ml", "mean_hu", "voxels"}}). */
+ * they may overlap) and statistics.json ({"name": {"volume_ml", "mean_hu", "voxels"}}).
+ * The outputs keep the input's affine and its sform/qform codes. Before writing, what an
+ * earlier predict may have left in OUT_DIR (those three kinds of file, for this model's
+ * structure names) is removed, so no stale file sits beside the new ones. */
 int  predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir, const PredictOptions *o,
                 PredictInfo *info);
 

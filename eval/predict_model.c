@@ -66,6 +66,7 @@ void predict_model_close(PredictModel *m)
 }
 
 int predict_model_size(const PredictModel *m) { return m->size; }
+int predict_model_trained_size(const PredictModel *m) { return m->info.size; }
 int predict_model_n_classes(const PredictModel *m) { return m->info.cfg.n_classes; }
 const LabelList *predict_model_labels(const PredictModel *m) { return m->info.labels.n ? &m->info.labels : NULL; }
 const char *predict_model_desc(const PredictModel *m) { return m->desc; }

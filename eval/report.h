@@ -8,8 +8,8 @@
  *   metrics_distribution_<tag>.png   histograms of Dice and IoU
  *   structure_ranking_<tag>.png      every structure ranked by mean Dice
  *   segmentation_visualization_<tag>.png  CT slices with reference / prediction overlays
- *   3d_<subject>.html                marching-cubes meshes, WebGL (Canvas 2D fallback), offline
- *   index.html                       links and the key numbers */
+ *   3d_<subject>_<tag>.html          marching-cubes meshes, WebGL (Canvas 2D fallback), offline
+ *   index_<tag>.html                 links and the key numbers */
 #ifndef SEG_REPORT_H
 #define SEG_REPORT_H
 #include <stdint.h>
@@ -45,13 +45,18 @@ typedef struct ReportRun {
     int64_t          n_slices;      /* slices run through the model (eval) */
     char           **html_pages;    /* 3d_*.html file names written, n_html of them */
     int              n_html;
+    const uint8_t   *one_sided;     /* compare: [subject * labels->n + structure] 0, or 1/2 when
+                                       the mask file is on the reference / prediction side only;
+                                       NULL: none. Listed in the JSON's "one_sided". */
+    int              missing_as_empty;  /* compare --missing-as-empty: those were scored */
 } ReportRun;
 
 /* evaluation_results_<tag>.csv and structure_summary_<tag>.csv. */
 int report_csv(const ReportRun *r);
 /* summary_<tag>.json. */
 int report_json(const ReportRun *r);
-/* metrics_distribution_<tag>.png and structure_ranking_<tag>.png. */
+/* metrics_distribution_<tag>.png and structure_ranking_<tag>.png (both tried; the first
+ * error is returned). */
 int report_png_charts(const ReportRun *r);
 /* segmentation_visualization_<tag>.png: up to max_slices slices of s chosen where the
  * reference covers most structures, CT (or black) with reference contours and prediction
@@ -65,13 +70,21 @@ typedef struct ReportMeshOptions {
     int    max_triangles;  /* page budget (400000): the cell grows until the meshes fit */
 } ReportMeshOptions;
 void report_mesh_default(ReportMeshOptions *o);
-/* 3d_<id>.html for subject s (row: its MetricsResult per structure for the Dice shown,
+/* 3d_<id>_<tag>.html for subject s (row: its MetricsResult per structure for the Dice shown,
  * may be NULL); *name (malloc'd, caller frees) gets the file name. Structures empty in
  * both reference and prediction are left out. */
 int report_html_3d(const ReportRun *r, const ReportSubject *s, const MetricsResult *row,
                    const ReportMeshOptions *o, char **name);
-/* index.html linking everything written. */
+/* index_<tag>.html linking everything written. */
 int report_html_index(const ReportRun *r);
+/* File names: "3d_<id>_<tag>.html" (id with characters outside [A-Za-z0-9._-] as '_') and
+ * "index_<tag>.html", into out[n]. */
+void report_page_name(const ReportRun *r, const char *id, char *out, size_t n);
+void report_index_name(const ReportRun *r, char *out, size_t n);
+/* Remove what an earlier run with this tag wrote in out_dir: the CSVs, the JSON, the
+ * PNGs, index_<tag>.html and 3d_<id>_<tag>.html of every subject of r; only regular
+ * files of those names, nothing else. SEG_EIO naming the file if one cannot be removed. */
+int report_remove_outputs(const ReportRun *r);
 
 /* Structure colour (deterministic, well spread hues) and a readable name:
  * "kidney_left" -> "kidney left" (into buf[n]). */

@@ -1,9 +1,13 @@
+#define _POSIX_C_SOURCE 200809L
 /* eval/report_common.c : subject cleanup, colours, readable names and the text buffer
  * the report writers share. */
 #include "report.h"
 #include "plot.h"
 #include "err.h"
 #include "fsutil.h"
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,4 +124,39 @@ int report_buf_write(ReportBuf *b, const char *out_dir, const char *name)
     free(b->s);
     memset(b, 0, sizeof *b);
     return rc;
+}
+
+/* ---- earlier outputs ---- */
+
+/* Unlink out_dir/name if it is a regular file (or a link); a folder or anything else
+ * of that name is not ours and stays. */
+static int remove_if_file(const char *out_dir, const char *name)
+{
+    char path[4096];
+    TRY(fs_join(path, sizeof path, out_dir, name));
+    struct stat st;
+    if (lstat(path, &st) != 0) return SEG_OK;
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) return SEG_OK;
+    if (unlink(path) != 0) return seg_err(SEG_EIO, "%s: cannot remove the earlier run's output: %s", path, strerror(errno));
+    return SEG_OK;
+}
+
+int report_remove_outputs(const ReportRun *r)
+{
+    static const char *const files[][2] = { { "evaluation_results", "csv" }, { "structure_summary", "csv" },
+                                            { "summary", "json" }, { "metrics_distribution", "png" },
+                                            { "structure_ranking", "png" }, { "segmentation_visualization", "png" } };
+    char name[600];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(name, sizeof name, "%s_%s.%s", files[i][0], r->tag, files[i][1]);
+        TRY(remove_if_file(r->out_dir, name));
+    }
+    report_index_name(r, name, sizeof name);
+    TRY(remove_if_file(r->out_dir, name));
+    for (int j = 0; j < r->n_subjects; j++) {
+        if (!r->subjects[j]) continue;
+        report_page_name(r, r->subjects[j], name, sizeof name);
+        TRY(remove_if_file(r->out_dir, name));
+    }
+    return SEG_OK;
 }

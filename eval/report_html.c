@@ -219,6 +219,8 @@ void report_mesh_default(ReportMeshOptions *o)
     o->max_triangles = 400000;
 }
 
+static void html_text(ReportBuf *b, const char *s);
+
 static void safe_id(const char *id, char *out, size_t n)
 {
     size_t i = 0;
@@ -319,15 +321,19 @@ int report_html_3d(const ReportRun *r, const ReportSubject *s, const MetricsResu
     report_buf_printf(&b, "</h2><p>Evaluation <b>");
     for (const char *p = r->tag; *p; p++) report_buf_printf(&b, (*p == '<' || *p == '&') ? "_" : "%c", *p);
     report_buf_printf(&b, "</b> &middot; %lld triangles &middot; marching cubes of the masks, Taubin-smoothed (%d steps), "
-                          "vertex clustering at %.1f mm (reference) / %.1f mm (prediction).</p><p><a href=\"index.html\">&larr; report index</a></p>\n"
+                          "vertex clustering at %.1f mm (reference) / %.1f mm (prediction).</p><p><a href=\"",
+                      (long long)tris, o->smooth_iters, cell[0], cell[1]);
+    char index_name[512];
+    report_index_name(r, index_name, sizeof index_name);
+    html_text(&b, index_name);
+    report_buf_printf(&b, "\">&larr; report index</a></p>\n"
                           "<div>View: <label style=\"display:inline\"><input type=\"radio\" name=\"mode\" value=\"side\" checked>"
                           " side by side</label> <label style=\"display:inline\"><input type=\"radio\" name=\"mode\" value=\"ref\">"
                           " reference</label> <label style=\"display:inline\"><input type=\"radio\" name=\"mode\" value=\"pred\">"
                           " prediction</label></div>\n<div><button id=\"all\">all</button><button id=\"none\">none</button></div>"
                           "<div id=\"list\"></div></div>\n<div id=\"main\"><canvas id=\"view\"></canvas>"
                           "<div id=\"ltag\"><span>Reference</span><span>Prediction</span></div><div id=\"status\">"
-                          "Rendering needs JavaScript.</div></div>\n<script type=\"application/json\" id=\"segdata\">",
-                      (long long)tris, o->smooth_iters, cell[0], cell[1]);
+                          "Rendering needs JavaScript.</div></div>\n<script type=\"application/json\" id=\"segdata\">");
     report_buf_printf(&b, "{\"title\":");
     report_buf_json_string(&b, title);
     report_buf_printf(&b, ",\"lo\":[%.9g,%.9g,%.9g],\"sc\":[%.9g,%.9g,%.9g],\"c\":[%.9g,%.9g,%.9g],\"r\":%.9g,\"s\":[",
@@ -355,9 +361,8 @@ int report_html_3d(const ReportRun *r, const ReportSubject *s, const MetricsResu
     free(mr);
     free(mp);
     if (rc < 0) { free(b.s); return rc; }
-    char fname[300], sid[200];
-    safe_id(s->id, sid, sizeof sid);
-    snprintf(fname, sizeof fname, "3d_%s.html", sid);
+    char fname[512];
+    report_page_name(r, s->id, fname, sizeof fname);
     TRY(report_buf_write(&b, r->out_dir, fname));
     *name = strdup(fname);
     return *name ? SEG_OK : seg_err(SEG_ENOMEM, "3d page name");
@@ -516,5 +521,16 @@ int report_html_index(const ReportRun *r)
     report_buf_printf(&b, "</table>\n</body></html>\n");
     free(rk);
     free(per);
-    return report_buf_write(&b, r->out_dir, "index.html");
+    char index_name[512];
+    report_index_name(r, index_name, sizeof index_name);
+    return report_buf_write(&b, r->out_dir, index_name);
 }
+
+void report_page_name(const ReportRun *r, const char *id, char *out, size_t n)
+{
+    char sid[200];
+    safe_id(id, sid, sizeof sid);
+    snprintf(out, n, "3d_%s_%s.html", sid, r->tag);
+}
+
+void report_index_name(const ReportRun *r, char *out, size_t n) { snprintf(out, n, "index_%s.html", r->tag); }

@@ -125,8 +125,10 @@ static int ranking(const ReportRun *r)
 
 int report_png_charts(const ReportRun *r)
 {
-    TRY(distribution(r));
-    return ranking(r);
+    /* one failing chart does not keep the other from being drawn */
+    const int rc = distribution(r);
+    const int rc2 = ranking(r);
+    return rc < 0 ? rc : rc2;
 }
 
 /* ---- segmentation_visualization_<tag>.png ---- */

@@ -101,6 +101,7 @@ static cJSON *summary_object(const MetricsSummary *m)
     cJSON_AddNumberToObject(o, "n_both_empty", m->n_both_empty);
     cJSON_AddNumberToObject(o, "n_fp_absent", m->n_fp_absent);
     cJSON_AddNumberToObject(o, "n_missed", m->n_missed);
+    if (m->n_one_sided) cJSON_AddNumberToObject(o, "n_one_sided", m->n_one_sided);
     add_num(o, "dice_mean", m->dice_mean);
     add_num(o, "dice_median", m->dice_median);
     add_num(o, "dice_std", m->dice_std);
@@ -195,6 +196,27 @@ int report_json(const ReportRun *r)
     cJSON_AddNumberToObject(det, "n_false_positive_absent", all.n_fp_absent);
     add_num(det, "false_positive_rate", all.fp_rate);
     cJSON_AddStringToObject(det, "definition", RULES[10][1]);
+    if (!strcmp(r->mode, "compare")) {
+        /* structures whose mask file exists on one side only (union over subjects) */
+        cJSON *os = cJSON_AddObjectToObject(root, "one_sided");
+        cJSON *lr = cJSON_AddArrayToObject(os, "reference_only"), *lp = cJSON_AddArrayToObject(os, "prediction_only");
+        int n_os = 0;
+        for (int t = 0; t < ns; t++) {
+            int in_r = 0, in_p = 0;
+            for (int j = 0; r->one_sided && j < nj; j++) {
+                const uint8_t f = r->one_sided[(size_t)j * ns + t];
+                in_r |= f == 1; in_p |= f == 2; n_os += f != 0;
+            }
+            if (in_r) cJSON_AddItemToArray(lr, cJSON_CreateString(r->labels->names[t]));
+            if (in_p) cJSON_AddItemToArray(lp, cJSON_CreateString(r->labels->names[t]));
+        }
+        cJSON_AddNumberToObject(os, "n_pairs", n_os);
+        cJSON_AddBoolToObject(os, "scored_as_empty", r->missing_as_empty != 0);
+        cJSON_AddStringToObject(os, "rule", r->missing_as_empty
+            ? "--missing-as-empty: a mask file missing on one side was scored as an empty mask"
+            : "a (subject, structure) whose mask file exists on one side only is not scored and is left out of every mean "
+              "(case one_sided); --missing-as-empty scores it as an empty mask");
+    }
     cJSON *tm = cJSON_AddObjectToObject(root, "timing");
     add_num(tm, "inference_s", r->seconds_inference);
     add_num(tm, "metrics_s", r->seconds_metrics);
@@ -215,6 +237,7 @@ int report_json(const ReportRun *r)
             cJSON_AddItemToObject(ms, k, nnunet_block(m->dice, m->iou, (double)m->tp, (double)m->fp, (double)m->fn,
                                                       (double)m->tn, (double)m->n_ref, (double)m->n_pred));
             double *a = acc + (size_t)s * 8;
+            if (m->kase == METRICS_CASE_ONE_SIDED) continue;   /* not scored: in no mean */
             if (isfinite(m->dice)) { a[0] += m->dice; a[1] += m->iou; cnt[2 * s]++; }
             a[2] += (double)m->tp; a[3] += (double)m->fp; a[4] += (double)m->fn; a[5] += (double)m->tn;
             a[6] += (double)m->n_ref; a[7] += (double)m->n_pred;

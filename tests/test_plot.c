@@ -198,6 +198,22 @@ int main(void)
     CHECK(rc == SEG_EARG && strstr(seg_errmsg(), "rows need"), "half the height refused: %s", seg_errmsg());
     plot_canvas_free(&c);
 
+    /* 1, 2 and 3 bars at scales 1..3 with a long title (segeval's ranking of a reference
+     * with one structure present): plot_hbar_height is always enough */
+    int few_fail = 0;
+    for (int sc = 1; sc <= 3; sc++)
+        for (int k = 1; k <= 3; k++) {
+            int h = plot_hbar_height(k, sc);
+            if (plot_canvas_init(&c, 1300, h + 2 * M, PLOT_WHITE) < 0) { few_fail++; continue; }
+            PlotAxesSpec fs = { .x0 = 0, .x1 = 1, .scale = sc, .xlabel = "mean Dice over subjects with the structure",
+                                .title = "Structures by mean Dice (1 ranked; 116 never present in the reference)" };
+            rc = plot_hbar_chart(&c, M, M, 1280, h, &fs, names, vals, k, cols);
+            if (rc < 0) { fprintf(stderr, "  %d bars at scale %d: %s\n", k, sc, seg_errmsg()); few_fail++; }
+            else if (ink_outside(&c, M, M, 1280, h)) few_fail++;
+            plot_canvas_free(&c);
+        }
+    CHECK(few_fail == 0, "1, 2 and 3 bars (scales 1-3) lay out in plot_hbar_height and stay inside");
+
     /* overlay tile: image + packed mask */
     CHECK(plot_canvas_init(&c, 64, 64, PLOT_BLACK) == 0, "tile canvas");
     float img[16 * 16];

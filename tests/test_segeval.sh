@@ -46,18 +46,18 @@ run_compare nnunet nn "$T/fx/nn/labelsTr" "$T/fx/nn/pred"
 # report files of the single-subject run
 D=$T/cmp_single
 for f in evaluation_results_one.csv structure_summary_one.csv summary_one.json metrics_distribution_one.png \
-         structure_ranking_one.png segmentation_visualization_one.png 3d_s0000.html index.html; do
+         structure_ranking_one.png segmentation_visualization_one.png 3d_s0000_one.html index_one.html; do
     [ -s "$D/$f" ] || bad "compare output $f missing"
 done
 for f in "$D"/*.png; do
     head -c 8 "$f" | od -An -tx1 | grep -q "89 50 4e 47 0d 0a 1a 0a" || bad "$(basename "$f") is not a PNG"
 done
-if grep -qiE '<script[^>]+src=|https?://' "$D/3d_s0000.html"; then bad "3d page loads something from the network"
-else ok "3d page is self-contained ($(stat -c %s "$D/3d_s0000.html") bytes)"; fi
-grep -q "3d_s0000.html" "$D/index.html" && grep -q "segmentation_visualization_one.png" "$D/index.html" \
-    && ok "index.html links the 3D page and the figures" || bad "index.html does not link everything"
-grep -q "nnU-Net" "$D/index.html" && grep -q "TotalSegmentator" "$D/index.html" \
-    && ok "index.html names both mean conventions" || bad "index.html does not label the mean conventions"
+if grep -qiE '<script[^>]+src=|https?://' "$D/3d_s0000_one.html"; then bad "3d page loads something from the network"
+else ok "3d page is self-contained ($(stat -c %s "$D/3d_s0000_one.html") bytes)"; fi
+grep -q "3d_s0000_one.html" "$D/index_one.html" && grep -q "segmentation_visualization_one.png" "$D/index_one.html" \
+    && ok "index_one.html links the 3D page and the figures" || bad "index_one.html does not link everything"
+grep -q "nnU-Net" "$D/index_one.html" && grep -q "TotalSegmentator" "$D/index_one.html" \
+    && ok "index_one.html names both mean conventions" || bad "index_one.html does not label the mean conventions"
 
 expect_fail "compare one subject vs a set" "set of subjects" "$BIN/segeval" compare "$S" "$T/fx/ds_pred" --out "$T/e1"
 expect_fail "compare on different grids" "grid" "$BIN/segeval" compare "$S" "$T/fx/cropped.nii.gz" --out "$T/e2"
@@ -100,7 +100,7 @@ else
         if "$BIN/segeval" "$CKPT" "$T/cache" --split train --out "$T/ev" --tag exp1 --max-3d 1 -q >"$T/ev.log" 2>&1; then
             ok "eval: $(head -1 "$T/ev.log" | cut -c1-200)"
             for f in evaluation_results_exp1.csv summary_exp1.json metrics_distribution_exp1.png structure_ranking_exp1.png \
-                     segmentation_visualization_exp1.png 3d_s0000.html index.html; do
+                     segmentation_visualization_exp1.png 3d_s0000_exp1.html index_exp1.html; do
                 [ -s "$T/ev/$f" ] || bad "eval output $f missing"
             done
         else bad "eval: $(cat "$T/ev.log")"; fi

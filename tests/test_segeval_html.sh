@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The 3D page renders: segeval compare writes 3d_s0000.html for the example subject,
+# The 3D page renders: segeval compare writes 3d_s0000_<tag>.html for the example subject,
 # headless Chromium (Debian `chromium`) loads it from disk with the network off, once with
 # WebGL (SwiftShader) and once with the Canvas 2D fallback (?renderer=2d); each screenshot
 # must show drawn meshes in the canvas area (pixels away from the background colour, on
@@ -23,7 +23,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 "$BIN/segeval" compare "$S" "$S" --out "$T/r" --tag html --max-3d 1 -q >"$T/cmp.log" 2>&1 \
     || { echo "FAIL: segeval compare: $(cat "$T/cmp.log")"; exit 1; }
-PAGE="$T/r/3d_s0000.html"
+PAGE="$T/r/3d_s0000_html.html"
 [ -s "$PAGE" ] || { echo "FAIL: no 3D page"; exit 1; }
 fails=0
 shoot() {   # name url extra-flags...
