@@ -162,11 +162,11 @@ static void test_loss(void)
     double *part = dev<double>((size_t)4 * N * C), *part2 = dev<double>((size_t)4 * N * C);
     unsigned long long *cnt = up(std::vector<unsigned long long>(3 * C, 7));   /* the kernel adds to these */
     const float scale = 1.f / (float)n, cscale = 1024.f;
-    gk_bce_sum(0, dz, db, dp, N, C, HW, 0, part);
-    gk_bce_sum(0, dz, db, dp, N, C, HW, 1, part2);
-    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, NULL, NULL, 1.f, dd);
-    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, da, dcb, cscale, dd2);
-    gk_dice(0, dz, db, dp, N, C, HW, cnt, cnt + C, cnt + 2 * C);
+    gk_bce_sum(0, dz, db, dp, NULL, N, C, HW, 0, part);
+    gk_bce_sum(0, dz, db, dp, NULL, N, C, HW, 1, part2);
+    gk_bce_grad(0, dz, db, dp, NULL, N, C, HW, scale, NULL, NULL, 1.f, dd);
+    gk_bce_grad(0, dz, db, dp, NULL, N, C, HW, scale, da, dcb, cscale, dd2);
+    gk_dice(0, dz, db, dp, NULL, N, C, HW, cnt, cnt + C, cnt + 2 * C);
     std::vector<double> rp = down(part, (size_t)4 * N * C), rp2 = down(part2, (size_t)4 * N * C);
     std::vector<float> rd = down(dd, n), rd2 = down(dd2, n);
     std::vector<unsigned long long> rc = down(cnt, 3 * C);

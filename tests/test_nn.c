@@ -342,7 +342,7 @@ static void t_bce(NnTeam *t)
     }
     expect_close("bce dz", dz, dzr, nz, 1e-5);
     int64_t tp[8] = {0}, fp[8] = {0}, fn[8] = {0}, rtp[8] = {0}, rfp[8] = {0}, rfn[8] = {0};
-    nn_dice_counts(t, z, bits, pres, N, C, HW, tp, fp, fn);
+    nn_dice_counts(t, z, bits, pres, NULL, N, C, HW, tp, fp, fn);
     int same = 1;
     for (int pl = 0; pl < N * C; pl++)
         for (int q = 0; q < HW; q++) {
@@ -369,7 +369,7 @@ static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *b
                            int HW, double *planes, float *a, float *b, float *dz)
 {
     const double count = (double)N * C * HW;
-    nn_loss_planes(t, z, bits, pres, N, C, HW, 1, planes);
+    nn_loss_planes(t, z, bits, pres, NULL, N, C, HW, 1, planes);
     const double bce = nn_loss_bce_total(planes, N, C) / count, dice = nn_soft_dice(planes, N, C, a, b);
     const float scale = kind == 1 ? 0.f : (float)(1.0 / count);
     const int CB = (C + 7) / 8;
