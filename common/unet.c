@@ -81,7 +81,9 @@ struct Unet {
     float *dskip[UNET_MAX_LEVELS];
     float *ga, *gb;
     float *logits;
-    uint8_t *bits, *pres;
+    uint8_t *bits, *pres, *lab;                   /* lab: the loss's labelled bitmap when has_lab */
+    int has_lab;
+    long n_lab;                                   /* labelled planes of the last loss */
     int last_N, last_train, have_loss;
     /* loss: UNET_LOSS_*, the last parts, per-plane sums, the Dice gradient coefficients */
     int loss_kind;
@@ -248,6 +250,7 @@ static void carve(Unet *m, Arena *a)
     m->logits = TAKEF(a, (size_t)P[0] * C);
     m->bits = take(a, (size_t)P[0] * C / 8);
     m->pres = take(a, (size_t)NB * ((C + 7) / 8));
+    m->lab = take(a, (size_t)NB * ((C + 7) / 8));
     size_t g = (size_t)P[L] * 2 * f[L - 1];
     for (int l = 0; l <= L; l++) {
         if (l < L && (size_t)P[l] * f[l] > g) g = (size_t)P[l] * f[l];
@@ -644,6 +647,12 @@ float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N
 
 int unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, float *loss)
 {
+    return unet_loss_masked(m, bits, presence, NULL, N, loss);
+}
+
+int unet_loss_masked(Unet *m, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N,
+                     float *loss)
+{
     *loss = NAN;
     if (N != m->last_N || N < 1)
         return seg_err(SEG_EARG, "unet_loss: batch %d but the last forward had %d", N, m->last_N);
@@ -652,15 +661,20 @@ int unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, floa
     m->have_loss = 0;
     m->loss_bce = m->loss_dice = NAN;
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu) TRY(gpu_net_loss(m->gpu, bits, presence, N, dice, m->planes));
+    if (m->gpu) TRY(gpu_net_loss(m->gpu, bits, presence, labelled, N, dice, m->planes));
     else
 #endif
     PROF(m, PR_LOSS, {
         memcpy(m->bits, bits, (size_t)N * C * (size_t)(HW / 8));
         memcpy(m->pres, presence, (size_t)N * ((C + 7) / 8));
-        nn_loss_planes(m->team, m->logits, m->bits, m->pres, N, C, (int)HW, dice, m->planes);
+        m->has_lab = labelled != NULL;
+        if (labelled) memcpy(m->lab, labelled, (size_t)N * ((C + 7) / 8));
+        nn_loss_planes(m->team, m->logits, m->bits, m->pres, m->has_lab ? m->lab : NULL, N, C, (int)HW, dice,
+                       m->planes);
     });
-    m->loss_bce = nn_loss_bce_total(m->planes, N, C) / ((double)N * C * (double)HW);
+    /* the BCE mean is over labelled elements only; none labelled: 0 with zero gradient */
+    m->n_lab = nn_labelled_planes(labelled, N, C);
+    m->loss_bce = m->n_lab ? nn_loss_bce_total(m->planes, N, C) / ((double)m->n_lab * (double)HW) : 0.0;
     if (dice) m->loss_dice = nn_soft_dice(m->planes, N, C, m->coef_a, m->coef_b);
 #ifdef SEG_HAVE_CUDA
     if (m->gpu)
@@ -686,6 +700,10 @@ static void bce_grad_tile(void *vctx, int n, int q0, int nq, float *d, int ldd)
     const long HW = (long)m->H * m->W;
     for (int c = 0; c < C; c++) {
         const size_t pl = (size_t)n * C + c;
+        if (m->has_lab && !((m->lab[(size_t)n * CB + (c >> 3)] >> (c & 7)) & 1)) {
+            memset(d + (size_t)c * ldd, 0, sizeof(float) * (size_t)nq);      /* unknown plane: no gradient */
+            continue;
+        }
         const int present = (m->pres[(size_t)n * CB + (c >> 3)] >> (c & 7)) & 1;
         nn_bce_grad_row(m->team, d + (size_t)c * ldd, m->logits + pl * HW + q0, m->bits + pl * (size_t)(HW / 8),
                         present, q0, nq, g->scale, g->dice ? m->coef_a[c] : 0.f, g->dice ? m->coef_b[c] : 0.f);
@@ -731,7 +749,7 @@ int unet_backward(Unet *m)
     PROF(m, PR_PACK, pack_backward(m));
     float *cur = m->ga, *oth = m->gb;
     {
-        GradCtx gc = { m, m->loss_kind == UNET_LOSS_DICE ? 0.f : (float)(1.0 / ((double)N * C * (double)HW)),
+        GradCtx gc = { m, m->loss_kind == UNET_LOSS_DICE || !m->n_lab ? 0.f : (float)(1.0 / ((double)m->n_lab * (double)HW)),
                        m->loss_kind != UNET_LOSS_BCE };
         NnAct a = act_of(&m->dec[0].c2);
         const NnOut dx = { .y = cur, .ld = f[0], .C = f[0] };
@@ -826,11 +844,17 @@ int unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps)
 int unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
                      int64_t *tp, int64_t *fp, int64_t *fn)
 {
+    return unet_dice_counts_masked(m, bits, presence, NULL, N, tp, fp, fn);
+}
+
+int unet_dice_counts_masked(const Unet *m, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                            int N, int64_t *tp, int64_t *fp, int64_t *fn)
+{
     if (N < 1 || N > m->last_N) return seg_err(SEG_EARG, "unet_dice_counts: batch %d, last forward %d", N, m->last_N);
 #ifdef SEG_HAVE_CUDA
-    if (m->gpu) return gpu_net_dice(m->gpu, bits, presence, N, tp, fp, fn);
+    if (m->gpu) return gpu_net_dice(m->gpu, bits, presence, labelled, N, tp, fp, fn);
 #endif
-    nn_dice_counts(m->team, m->logits, bits, presence, N, m->cfg.n_classes, m->H * m->W, tp, fp, fn);
+    nn_dice_counts(m->team, m->logits, bits, presence, labelled, N, m->cfg.n_classes, m->H * m->W, tp, fp, fn);
     return SEG_OK;
 }
 

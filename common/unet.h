@@ -130,6 +130,12 @@ void        unet_loss_parts(const Unet *m, double *bce, double *dice);
  * buffers. Per-plane sums are combined in a fixed order: the same logits give the same loss
  * whatever the thread count. */
 int   unet_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, int N, float *loss);
+/* unet_loss for partly labelled samples: labelled + n*((C+7)/8) has bit c set when channel c
+ * of sample n is labelled (NULL: all are, = unet_loss bit for bit). An unlabelled plane is
+ * unknown, not negative: no BCE term (the mean divides by the labelled elements), nothing in
+ * the Dice sums of its channel, zero gradient from the following unet_backward (docs/loss.md). */
+int   unet_loss_masked(Unet *m, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N,
+                       float *loss);
 /* unet_loss returning the loss, or NaN on failure (reason in seg_errmsg()). The name is older
  * than the Dice term: it computes whichever loss unet_set_loss chose (BCE by default). */
 float unet_loss_bce(Unet *m, const uint8_t *bits, const uint8_t *presence, int N);
@@ -147,6 +153,9 @@ int   unet_adam_step(Unet *m, float lr, float beta1, float beta2, float eps);
  * into tp/fp/fn[C] (caller zeroes). Same target layout as unet_loss. */
 int   unet_dice_counts(const Unet *m, const uint8_t *bits, const uint8_t *presence, int N,
                        int64_t *tp, int64_t *fp, int64_t *fn);
+/* unet_dice_counts skipping the planes not set in labelled (layout as unet_loss_masked; NULL: all). */
+int   unet_dice_counts_masked(const Unet *m, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                              int N, int64_t *tp, int64_t *fp, int64_t *fn);
 
 /* Forward FLOPs per H x W sample (2 x MACs of convs and transposed convs). */
 double unet_flops_per_sample(const Unet *m);

@@ -98,7 +98,7 @@ static void run_case(const Case *k, int amp, double tol, int kind)
     const size_t HW = (size_t)H * H, nl = (size_t)N * C * HW;
     uint64_t s = 99;
     float *x = malloc(sizeof(float) * N * HW), *lc = malloc(sizeof(float) * nl);
-    uint8_t *bits = malloc(nl / 8), *pres = malloc((size_t)N * CB);
+    uint8_t *bits = malloc(nl / 8), *pres = malloc((size_t)N * CB), *lab = malloc((size_t)N * CB);
     for (size_t i = 0; i < (size_t)N * HW; i++) x[i] = (float)((t_rand(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
     for (size_t i = 0; i < nl / 8; i++) bits[i] = (uint8_t)(t_rand(&s) & t_rand(&s));
     for (int i = 0; i < N * CB; i++) pres[i] = (uint8_t)t_rand(&s);
@@ -165,6 +165,32 @@ static void run_case(const Case *k, int amp, double tol, int kind)
               "(worst ratio %.2f: %s, whose perturbed change is %.2e)", tag, GRAD_FACTOR, eps, worst, worst_name, worst_sens);
     free(pg);
     free(pg2);
+    /* partly labelled samples: a random labelled bitmap, the last sample with nothing labelled
+     * (the loss's gradient there must be zero on both) */
+    for (int i = 0; i < N * CB; i++) lab[i] = i / CB == N - 1 ? 0 : (uint8_t)t_rand(&s);
+    if (kind != UNET_LOSS_BCE) {
+        rc = unet_loss_masked(cpu, bits, pres, lab, N, &l_cpu);
+        if (rc == SEG_OK) rc = unet_loss_masked(gpu, bits, pres, lab, N, &l_gpu);
+        CHECK(rc == SEG_OK && fabs(l_gpu - l_cpu) <= tol * 0.1 * fabs(l_cpu), "%s: masked loss %.7f vs CPU %.7f", tag,
+              rc ? NAN : l_gpu, rc ? NAN : l_cpu);
+        if (rc == SEG_OK) rc = unet_backward(cpu);
+        if (rc == SEG_OK) rc = unet_backward(gpu);
+        if (rc == SEG_OK) rc = unet_sync_host(gpu);
+        CHECK(rc == SEG_OK, "%s: masked backward ran (%s)", tag, rc ? seg_errmsg() : "ok");
+        if (rc < 0) goto out;
+        if (amp == UNET_AMP_OFF) {
+            bad = 0;
+            worst = 0;
+            for (int i = 0; i < unet_n_tensors(cpu); i++) {
+                const UnetTensor *tc = unet_tensor(cpu, i), *tg = unet_tensor(gpu, i);
+                if (!tc->trainable) continue;
+                e = max_rel(unet_grads(gpu) + tg->offset, unet_grads(cpu) + tc->offset, tc->count);
+                if (!(e <= tol)) { bad++; printf("  masked grad %s rel err %.2e\n", tc->name, e); }
+                if (!(e <= worst)) { worst = e; worst_name = tc->name; }
+            }
+            CHECK(bad == 0, "%s: masked loss, all gradient tensors within %.0e (worst %.2e: %s)", tag, tol, worst, worst_name);
+        }
+    }
     /* BatchNorm buffers after one training forward */
     bad = 0;
     worst = 0;
@@ -214,9 +240,20 @@ static void run_case(const Case *k, int amp, double tol, int kind)
     const int64_t allow = (int64_t)(tol * 10 * (double)Ne * C * HW) + 2;
     CHECK(rc == SEG_OK && diff <= allow, "%s: Dice counts differ by %lld (<= %lld pixels near the threshold)", tag,
           (long long)diff, (long long)allow);
+    /* masked: the same, and nothing counted for the planes left out */
+    memset(cnt, 0, sizeof(int64_t) * 6 * C);
+    rc = unet_dice_counts_masked(cpu, bits, pres, lab, Ne, cnt, cnt + C, cnt + 2 * C);
+    if (rc == SEG_OK) rc = unet_dice_counts_masked(gpu, bits, pres, lab, Ne, cnt + 3 * C, cnt + 4 * C, cnt + 5 * C);
+    int64_t *all = calloc((size_t)3 * C, sizeof(int64_t)), fewer = 1;
+    if (rc == SEG_OK) rc = unet_dice_counts(cpu, bits, pres, Ne, all, all + C, all + 2 * C);
+    diff = 0;
+    for (int i = 0; i < 3 * C; i++) { diff += llabs(cnt[i] - cnt[3 * C + i]); fewer &= cnt[i] <= all[i]; }
+    CHECK(rc == SEG_OK && diff <= allow && fewer, "%s: masked Dice counts differ by %lld (<= %lld), none above the unmasked",
+          tag, (long long)diff, (long long)allow);
+    free(all);
     free(cnt);
 out:
-    free(x); free(lc); free(bits); free(pres);
+    free(x); free(lc); free(bits); free(pres); free(lab);
     unet_free(cpu);
     unet_free(gpu);
 }

@@ -162,11 +162,11 @@ static void test_loss(void)
     double *part = dev<double>((size_t)4 * N * C), *part2 = dev<double>((size_t)4 * N * C);
     unsigned long long *cnt = up(std::vector<unsigned long long>(3 * C, 7));   /* the kernel adds to these */
     const float scale = 1.f / (float)n, cscale = 1024.f;
-    gk_bce_sum(0, dz, db, dp, N, C, HW, 0, part);
-    gk_bce_sum(0, dz, db, dp, N, C, HW, 1, part2);
-    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, NULL, NULL, 1.f, dd);
-    gk_bce_grad(0, dz, db, dp, N, C, HW, scale, da, dcb, cscale, dd2);
-    gk_dice(0, dz, db, dp, N, C, HW, cnt, cnt + C, cnt + 2 * C);
+    gk_bce_sum(0, dz, db, dp, NULL, N, C, HW, 0, part);
+    gk_bce_sum(0, dz, db, dp, NULL, N, C, HW, 1, part2);
+    gk_bce_grad(0, dz, db, dp, NULL, N, C, HW, scale, NULL, NULL, 1.f, dd);
+    gk_bce_grad(0, dz, db, dp, NULL, N, C, HW, scale, da, dcb, cscale, dd2);
+    gk_dice(0, dz, db, dp, NULL, N, C, HW, cnt, cnt + C, cnt + 2 * C);
     std::vector<double> rp = down(part, (size_t)4 * N * C), rp2 = down(part2, (size_t)4 * N * C);
     std::vector<float> rd = down(dd, n), rd2 = down(dd2, n);
     std::vector<unsigned long long> rc = down(cnt, 3 * C);
@@ -212,6 +212,63 @@ static void test_loss(void)
     CHECK(gw <= 2e-7, "gm_loss_grad vs the definition in double at 200 points: max |d| %.1e", gw);
     cudaFree(dz); cudaFree(dd); cudaFree(dd2); cudaFree(da); cudaFree(dcb); cudaFree(db); cudaFree(dp); cudaFree(part);
     cudaFree(part2); cudaFree(cnt);
+}
+
+/* partly labelled samples: with a labelled bitmap each labelled plane gets the sums, gradient
+ * and counts of the unmasked run bit for bit, an unlabelled one zero sums, zero gradient and no
+ * counts; an all-ones bitmap is NULL bit for bit */
+static void test_loss_masked(void)
+{
+    const int N = 3, C = 11, CB = (C + 7) / 8;
+    const long HW = 16 * 24;
+    const size_t n = (size_t)N * C * HW;
+    uint64_t s = 61;
+    std::vector<float> z = randv(n, 62, -9.f, 9.f);
+    std::vector<uint8_t> bits(n / 8), pres(N * CB), lab(N * CB), all(N * CB, 0xFF);
+    for (auto &b : bits) b = (uint8_t)t_rand(&s);
+    for (auto &p : pres) p = (uint8_t)t_rand(&s);
+    for (int i = 0; i < N * CB; i++) lab[i] = i / CB == 1 ? 0 : (uint8_t)t_rand(&s);   /* sample 1: nothing labelled */
+    std::vector<float> ca(C), cb(C);
+    for (int c = 0; c < C; c++) { ca[c] = -frand(&s, 0.f, 1e-3f); cb[c] = frand(&s, 0.f, 1e-4f); }
+    float *dz = up(z), *da = up(ca), *dcb = up(cb), *dd[3] = { dev<float>(n), dev<float>(n), dev<float>(n) };
+    uint8_t *db = up(bits), *dp = up(pres), *dl[3] = { NULL, up(all), up(lab) };
+    double *part[3];
+    unsigned long long *cnt[3];
+    for (int k = 0; k < 3; k++) {
+        part[k] = dev<double>((size_t)4 * N * C);
+        cnt[k] = up(std::vector<unsigned long long>(3 * C, 0));
+        gk_bce_sum(0, dz, db, dp, dl[k], N, C, HW, 1, part[k]);
+        gk_bce_grad(0, dz, db, dp, dl[k], N, C, HW, 1.f / (float)n, da, dcb, 1.f, dd[k]);
+        gk_dice(0, dz, db, dp, dl[k], N, C, HW, cnt[k], cnt[k] + C, cnt[k] + 2 * C);
+    }
+    std::vector<double> rp[3];
+    std::vector<float> rd[3];
+    std::vector<unsigned long long> rc[3];
+    for (int k = 0; k < 3; k++) { rp[k] = down(part[k], (size_t)4 * N * C); rd[k] = down(dd[k], n); rc[k] = down(cnt[k], 3 * C); }
+    CHECK(rp[1] == rp[0] && rd[1] == rd[0] && rc[1] == rc[0], "all-labelled bitmap: plane sums, gradient and Dice counts "
+          "equal to NULL bit for bit");
+    long bad_l = 0, bad_u = 0, n_u = 0;
+    std::vector<unsigned long long> want(3 * C, 0);
+    for (int pl = 0; pl < N * C; pl++) {
+        const int c = pl % C, labelled = gm_present(lab.data(), C, pl / C, c), pr = gm_present(pres.data(), C, pl / C, c);
+        n_u += !labelled;
+        for (int k = 0; k < 4; k++) {
+            if (labelled) bad_l += rp[2][4 * pl + k] != rp[0][4 * pl + k];
+            else bad_u += rp[2][4 * pl + k] != 0.0;
+        }
+        for (long q = 0; q < HW; q++) {
+            const size_t i = (size_t)pl * HW + q;
+            if (!labelled) { bad_u += rd[2][i] != 0.f; continue; }
+            bad_l += rd[2][i] != rd[0][i];
+            const int t = pr && gm_bit(&bits[(size_t)pl * (HW / 8)], q), pz = z[i] > 0.f;
+            want[c] += pz && t; want[C + c] += pz && !t; want[2 * C + c] += !pz && t;
+        }
+    }
+    CHECK(n_u >= C && bad_l == 0 && bad_u == 0, "labelled bitmap (%ld of %d planes unlabelled, one whole sample): labelled "
+          "planes as unmasked (%ld differ), unlabelled ones zero sums and zero gradient (%ld differ)", n_u, N * C, bad_l, bad_u);
+    CHECK(rc[2] == want, "masked Dice counts: exactly the labelled planes' counts");
+    for (int k = 0; k < 3; k++) { cudaFree(dd[k]); cudaFree(part[k]); cudaFree(cnt[k]); if (dl[k]) cudaFree(dl[k]); }
+    cudaFree(dz); cudaFree(da); cudaFree(dcb); cudaFree(db); cudaFree(dp);
 }
 
 static void test_sumsq(size_t n)
@@ -309,6 +366,7 @@ int main(void)
     test_channel_sum(1, 3, 5);          /* fewer values than blocks: most blocks sum nothing */
     test_channel_sum(2, 33, 64 * 64);
     test_loss();
+    test_loss_masked();
     test_sumsq(12345);
     test_sumsq(100);                    /* fewer values than blocks */
     test_adam_inc();

@@ -69,7 +69,7 @@ static void test_bce(NnTeam *t, double tol, const char *what)
     long bad2 = 0;
     double worst2 = 0, wsum = 0;
     double *planes = malloc(sizeof(double) * NN_LOSS_PLANE * N * C);
-    nn_loss_planes(t, z, bits, pres, N, C, HW, 1, planes);
+    nn_loss_planes(t, z, bits, pres, NULL, N, C, HW, 1, planes);
     for (int pl = 0; pl < N * C; pl++) {
         const int pr = gm_present(pres, C, pl / C, pl % C);
         const uint8_t *pb = bits + (size_t)pl * (HW / 8);
@@ -97,7 +97,7 @@ static void test_bce(NnTeam *t, double tol, const char *what)
     CHECK(isfinite(gm_bce(-1e6f, 1)) && gm_bce(-1e6f, 1) == 1e6f, "BCE of a huge wrong logit is finite (%g)", gm_bce(-1e6f, 1));
     /* Dice counts: the kernel's per-element rule (z > 0 against present && bit) */
     int64_t tp[11] = { 0 }, fp[11] = { 0 }, fn[11] = { 0 }, tg[11] = { 0 }, fg[11] = { 0 }, ng[11] = { 0 };
-    nn_dice_counts(t, z, bits, pres, N, C, HW, tp, fp, fn);
+    nn_dice_counts(t, z, bits, pres, NULL, N, C, HW, tp, fp, fn);
     for (int pl = 0; pl < N * C; pl++) {
         const int c = pl % C, pr = gm_present(pres, C, pl / C, c);
         for (int q = 0; q < HW; q++) {

@@ -13,7 +13,7 @@
 #include "nn_tfile.h"
 #include "testutil.h"
 
-static NnTFile *g_fx, *g_lfx;
+static NnTFile *g_fx, *g_lfx, *g_mfx;
 static const char *g_team = "";
 
 static const float *fx(const char *name, size_t *n, int64_t shape[4])
@@ -342,7 +342,7 @@ static void t_bce(NnTeam *t)
     }
     expect_close("bce dz", dz, dzr, nz, 1e-5);
     int64_t tp[8] = {0}, fp[8] = {0}, fn[8] = {0}, rtp[8] = {0}, rfp[8] = {0}, rfn[8] = {0};
-    nn_dice_counts(t, z, bits, pres, N, C, HW, tp, fp, fn);
+    nn_dice_counts(t, z, bits, pres, NULL, N, C, HW, tp, fp, fn);
     int same = 1;
     for (int pl = 0; pl < N * C; pl++)
         for (int q = 0; q < HW; q++) {
@@ -364,17 +364,22 @@ static const float *lfx(const char *name, size_t *n, int64_t shape[4])
 }
 
 
-/* loss (kind: 1 dice, 2 bce+dice) and dz through the nn_ calls, as unet.c makes them */
-static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *bits, const uint8_t *pres, int N, int C,
-                           int HW, double *planes, float *a, float *b, float *dz)
+/* loss (kind: 1 dice, 2 bce+dice) and dz through the nn_ calls, as unet.c makes them
+ * (lab: the labelled bitmap, NULL = all) */
+static double nn_loss_grad_lab(NnTeam *t, int kind, const float *z, const uint8_t *bits, const uint8_t *pres,
+                               const uint8_t *lab, int N, int C, int HW, double *planes, float *a, float *b, float *dz)
 {
-    const double count = (double)N * C * HW;
-    nn_loss_planes(t, z, bits, pres, N, C, HW, 1, planes);
-    const double bce = nn_loss_bce_total(planes, N, C) / count, dice = nn_soft_dice(planes, N, C, a, b);
-    const float scale = kind == 1 ? 0.f : (float)(1.0 / count);
+    const double count = (double)nn_labelled_planes(lab, N, C) * HW;
+    nn_loss_planes(t, z, bits, pres, lab, N, C, HW, 1, planes);
+    const double bce = count > 0 ? nn_loss_bce_total(planes, N, C) / count : 0.0, dice = nn_soft_dice(planes, N, C, a, b);
+    const float scale = kind == 1 || !(count > 0) ? 0.f : (float)(1.0 / count);
     const int CB = (C + 7) / 8;
     for (int pl = 0; pl < N * C; pl++) {
         const int c = pl % C, pr = (pres[(pl / C) * CB + c / 8] >> (c % 8)) & 1;
+        if (lab && !((lab[(pl / C) * CB + c / 8] >> (c % 8)) & 1)) {
+            memset(dz + (size_t)pl * HW, 0, sizeof(float) * HW);
+            continue;
+        }
         for (int q0 = 0; q0 < HW; q0 += 24) {                  /* tiles starting on bytes */
             const int nq = HW - q0 < 24 ? HW - q0 : 24;
             nn_bce_grad_row(t, dz + (size_t)pl * HW + q0, z + (size_t)pl * HW + q0, bits + (size_t)pl * HW / 8, pr, q0, nq,
@@ -382,6 +387,12 @@ static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *b
         }
     }
     return kind == 1 ? dice : bce + dice;
+}
+
+static double nn_loss_grad(NnTeam *t, int kind, const float *z, const uint8_t *bits, const uint8_t *pres, int N, int C,
+                           int HW, double *planes, float *a, float *b, float *dz)
+{
+    return nn_loss_grad_lab(t, kind, z, bits, pres, NULL, N, C, HW, planes, a, b, dz);
 }
 
 /* the same loss in double, straight from the definition (independent of nn_loss.c) */
@@ -489,6 +500,91 @@ static void t_dice_empty(NnTeam *t)
     free(z); free(dz); free(tg);
 }
 
+/* ---- partly labelled samples (loss_masked.bin) --------------------------------------------- */
+static const float *mfx(const char *name, size_t *n, int64_t shape[4])
+{
+    const float *p = nn_tfile_get(g_mfx, name, n, NULL, shape);
+    if (!p) { printf("FAIL fixture tensor %s missing\n", name); exit(1); }
+    return p;
+}
+
+static void pack_lab(const float *lab, int N, int C, uint8_t *out)
+{
+    const int CB = (C + 7) / 8;
+    memset(out, 0, (size_t)N * CB);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            if (lab[n * C + c] > 0.5f) out[n * CB + c / 8] |= (uint8_t)(1u << (c % 8));
+}
+
+static void t_masked(NnTeam *t)
+{
+    char nm[64];
+    int64_t zs[4];
+    size_t nz;
+    const float *z = mfx("m.z", &nz, zs), *tg = mfx("m.t", NULL, NULL), *labf = mfx("m.lab", NULL, NULL);
+    const int N = (int)zs[0], C = (int)zs[1], HW = (int)(zs[2] * zs[3]), CB = (C + 7) / 8;
+    uint8_t *bits = malloc((size_t)N * C * HW / 8), *pres = malloc((size_t)N * CB), *lab = malloc((size_t)N * CB),
+            *all = malloc((size_t)N * CB);
+    t_pack_targets(tg, N, C, HW, bits, pres);
+    pack_lab(labf, N, C, lab);
+    for (int i = 0; i < N * CB; i++) all[i] = (uint8_t)(C >= 8 * (i % CB + 1) ? 0xFF : (1u << (C - 8 * (i % CB))) - 1);
+    const size_t np = (size_t)NN_LOSS_PLANE * N * C;
+    double *planes = malloc(sizeof(double) * np), *pl2 = malloc(sizeof(double) * np);
+    float a[8], b[8], a2[8], b2[8], *dz = fcopy(NULL, nz), *dz2 = fcopy(NULL, nz);
+    for (int kind = 1; kind <= 2; kind++) {
+        const char *kn = kind == 1 ? "dice" : "bce+dice";
+        const double loss = nn_loss_grad_lab(t, kind, z, bits, pres, lab, N, C, HW, planes, a, b, dz);
+        snprintf(nm, sizeof nm, "m.%s.loss64", kn);
+        const double r64 = mfx(nm, NULL, NULL)[0];
+        CHECK(fabs(loss - r64) <= 1e-6 * fabs(r64) + 1e-7, "[%s] masked %s loss %.9g vs torch fp64 %.9g", g_team, kn, loss, r64);
+        snprintf(nm, sizeof nm, "m.%s.dz", kn);
+        char lbl[64];
+        snprintf(lbl, sizeof lbl, "masked %s dz", kn);
+        expect_close(lbl, dz, mfx(nm, NULL, NULL), nz, 1e-4);
+        int zero = 1;
+        for (int pl = 0; pl < N * C; pl++)
+            if (!(labf[pl] > 0.5f))
+                for (int q = 0; q < HW; q++) zero &= dz[(size_t)pl * HW + q] == 0.f && planes[(size_t)pl * NN_LOSS_PLANE + q % 4] == 0.0;
+        CHECK(zero, "[%s] masked %s: unlabelled planes have zero sums and zero gradient", g_team, kn);
+        /* an all-ones bitmap is NULL, bit for bit */
+        const double l1 = nn_loss_grad_lab(t, kind, z, bits, pres, all, N, C, HW, planes, a, b, dz);
+        const double l0 = nn_loss_grad_lab(t, kind, z, bits, pres, NULL, N, C, HW, pl2, a2, b2, dz2);
+        CHECK(l1 == l0 && !memcmp(planes, pl2, sizeof(double) * np) && !memcmp(a, a2, sizeof(float) * C) &&
+              !memcmp(b, b2, sizeof(float) * C) && !memcmp(dz, dz2, sizeof(float) * nz),
+              "[%s] masked %s: an all-labelled bitmap gives the NULL loss, sums and gradient bit for bit", g_team, kn);
+        /* sample 1 (nothing labelled) contributes nothing: the batch of samples 0 and 2 alone */
+        const size_t pz = (size_t)C * HW, pb = (size_t)C * HW / 8;
+        float *z2 = fcopy(NULL, 2 * pz), *dz3 = fcopy(NULL, 2 * pz);
+        uint8_t *bits2 = malloc(2 * pb), pres2[2 * 8], lab2[2 * 8];
+        memcpy(z2, z, sizeof(float) * pz); memcpy(z2 + pz, z + 2 * pz, sizeof(float) * pz);
+        memcpy(bits2, bits, pb); memcpy(bits2 + pb, bits + 2 * pb, pb);
+        memcpy(pres2, pres, CB); memcpy(pres2 + CB, pres + 2 * CB, CB);
+        memcpy(lab2, lab, CB); memcpy(lab2 + CB, lab + 2 * CB, CB);
+        const double l3 = nn_loss_grad_lab(t, kind, z, bits, pres, lab, N, C, HW, planes, a, b, dz);
+        const double l2 = nn_loss_grad_lab(t, kind, z2, bits2, pres2, lab2, 2, C, HW, pl2, a2, b2, dz3);
+        CHECK(l2 == l3 && !memcmp(a, a2, sizeof(float) * C) && !memcmp(b, b2, sizeof(float) * C) &&
+              !memcmp(dz, dz3, sizeof(float) * pz) && !memcmp(dz + 2 * pz, dz3 + pz, sizeof(float) * pz),
+              "[%s] masked %s: an all-unlabelled sample changes neither the loss nor the other gradients (%.9g, %.9g)",
+              g_team, kn, l3, l2);
+        free(z2); free(dz3); free(bits2);
+    }
+    /* Dice counts skip unlabelled planes: against a plain loop over the labelled ones */
+    int64_t tp[8] = {0}, fp[8] = {0}, fn[8] = {0}, rt[8] = {0}, rf[8] = {0}, rn[8] = {0};
+    nn_dice_counts(t, z, bits, pres, lab, N, C, HW, tp, fp, fn);
+    for (int pl = 0; pl < N * C; pl++) {
+        if (!(labf[pl] > 0.5f)) continue;
+        for (int q = 0; q < HW; q++) {
+            const int p = z[(size_t)pl * HW + q] > 0.f, y = tg[(size_t)pl * HW + q] > 0.5f;
+            rt[pl % C] += p && y; rf[pl % C] += p && !y; rn[pl % C] += !p && y;
+        }
+    }
+    CHECK(!memcmp(tp, rt, sizeof tp) && !memcmp(fp, rf, sizeof fp) && !memcmp(fn, rn, sizeof fn) && tp[1] == 0 && fp[1] == 0,
+          "[%s] masked Dice counts: unlabelled planes skipped (channel 1, never labelled: tp %lld fp %lld)", g_team,
+          (long long)tp[1], (long long)fp[1]);
+    free(bits); free(pres); free(lab); free(all); free(planes); free(pl2); free(dz); free(dz2);
+}
+
 static void t_adam(NnTeam *t)
 {
     size_t n;
@@ -530,6 +626,7 @@ static void run_all(NnTeam *t)
     t_dice_case(t, "a");
     t_dice_case(t, "b");
     t_dice_empty(t);
+    t_masked(t);
     t_adam(t);
 }
 
@@ -542,6 +639,9 @@ int main(int argc, char **argv)
     const char *sl = strrchr(path, '/');
     snprintf(lpath, sizeof lpath, "%.*sloss.bin", sl ? (int)(sl - path + 1) : 0, path);
     rc = nn_tfile_read(lpath, &g_lfx);
+    if (rc < 0) { printf("FAIL %s: %s\n", lpath, seg_errmsg()); return 1; }
+    snprintf(lpath, sizeof lpath, "%.*sloss_masked.bin", sl ? (int)(sl - path + 1) : 0, path);
+    rc = nn_tfile_read(lpath, &g_mfx);
     if (rc < 0) { printf("FAIL %s: %s\n", lpath, seg_errmsg()); return 1; }
     struct { const char *name; int threads; size_t scratch; int generic; } cfg[] = {
         { "avx512 x2", 2, NN_SCRATCH_DEFAULT, 0 },
@@ -562,5 +662,6 @@ int main(int argc, char **argv)
     unsetenv("SEGKIT_NN_GENERIC");
     nn_tfile_free(g_fx);
     nn_tfile_free(g_lfx);
+    nn_tfile_free(g_mfx);
     return t_report("test_nn");
 }

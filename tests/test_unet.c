@@ -455,6 +455,128 @@ static void t_learns(void)
     unet_free(m);
 }
 
+/* docs/loss.md with a labelled bitmap, in double from the definition: the bce+dice loss and
+ * d loss / d logits (dz, N*C*HW) */
+static double ref_masked(const float *z, const float *t, const uint8_t *lab, int N, int C, int HW, double *dz)
+{
+    const int CB = (C + 7) / 8;
+    double bce = 0, nl = 0, dsum = 0;
+    double *P = calloc((size_t)C, 8), *I = calloc((size_t)C, 8), *Y = calloc((size_t)C, 8);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+            nl += HW;
+            for (int q = 0; q < HW; q++) {
+                const size_t i = ((size_t)n * C + c) * HW + q;
+                const double v = z[i], y = t[i] > 0.5f, p = 1.0 / (1.0 + exp(-v));
+                bce += (v > 0 ? v : 0) - v * y + log1p(exp(-fabs(v)));
+                P[c] += p; I[c] += p * y; Y[c] += y;
+            }
+        }
+    int ns = 0;
+    for (int c = 0; c < C; c++) if (Y[c] > 0) { ns++; dsum += (2 * I[c] + 1e-5) / (P[c] + Y[c] + 1e-5); }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int q = 0; q < HW; q++) {
+                const size_t i = ((size_t)n * C + c) * HW + q;
+                dz[i] = 0;
+                if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+                const double v = z[i], y = t[i] > 0.5f, p = 1.0 / (1.0 + exp(-v)), den = P[c] + Y[c] + 1e-5;
+                dz[i] = (p - y) / nl;
+                if (Y[c] > 0) dz[i] += -(2 * y * den - (2 * I[c] + 1e-5)) / (ns * den * den) * p * (1 - p);
+            }
+    free(P); free(I); free(Y);
+    return bce / nl + (ns ? 1.0 - dsum / ns : 0.0);
+}
+
+/* partly labelled samples through the model (unet_loss_masked, unet_backward,
+ * unet_dice_counts_masked) on the unet_dice.bin model */
+static void t_masked(void)
+{
+    NnTFile *f = NULL;
+    if (nn_tfile_read("tests/fixtures/nn/unet_dice.bin", &f) < 0) { CHECK(0, "read unet_dice.bin: %s", seg_errmsg()); return; }
+    g_fx = f;
+    size_t ncfg;
+    const float *cf = fx("cfg", &ncfg);
+    const int C = (int)cf[0], N = (int)cf[1], H = (int)cf[2], W = (int)cf[3], L = (int)ncfg - 4, HW = H * W, CB = (C + 7) / 8;
+    printf("-- partly labelled samples (unet_dice.bin model, bce+dice)\n");
+    UnetConfig cfg;
+    unet_default_config(&cfg, C);
+    cfg.n_levels = L;
+    for (int i = 0; i < L; i++) cfg.features[i] = (int)cf[4 + i];
+    Unet *m = NULL;
+    if (unet_create(&cfg, N, H, W, 2, &m) < 0) { CHECK(0, "unet_create: %s", seg_errmsg()); nn_tfile_free(f); return; }
+    unet_set_loss(m, UNET_LOSS_BCE_DICE);
+    load_state(m, "sd0");
+    const float *x = fx("x", NULL), *t = fx("t", NULL);
+    const size_t nb = (size_t)N * C * HW / 8, np = unet_n_params(m), nz = (size_t)N * C * HW;
+    uint8_t *bits = malloc(nb), *bits2 = malloc(nb), pres[16], pres2[16], all[16], lab[16] = { 0 };
+    t_pack_targets(t, N, C, HW, bits, pres);
+    memset(all, 0xFF, sizeof all);                   /* bits past C are ignored */
+    lab[0] = (uint8_t)(0x1F & ~0x02);                /* sample 0: all but channel 1 */
+    lab[CB] = 0x09;                                   /* sample 1: channels 0 and 3 */
+    float *g0 = malloc(sizeof(float) * np), *g1 = malloc(sizeof(float) * np);
+    float l0 = 0, l1 = 0;
+    int rc = unet_forward(m, x, N, 1);
+    rc |= unet_loss(m, bits, pres, N, &l0) | unet_backward(m);
+    memcpy(g0, unet_grads(m), sizeof(float) * np);
+    rc |= unet_loss_masked(m, bits, pres, all, N, &l1) | unet_backward(m);
+    CHECK(rc == 0 && l0 == l1 && !memcmp(g0, unet_grads(m), sizeof(float) * np),
+          "an all-labelled bitmap: loss %.8f and every gradient bit for bit as unet_loss (NULL)", l1);
+    rc = unet_loss_masked(m, bits, pres, lab, N, &l1) | unet_backward(m);
+    memcpy(g1, unet_grads(m), sizeof(float) * np);
+    double *dz = malloc(sizeof(double) * nz);
+    const double r = ref_masked(unet_logits(m), t, lab, N, C, HW, dz);
+    CHECK(rc == 0 && fabs(l1 - r) <= 1e-6 * r && l1 != l0, "masked loss %.8f vs the definition in double %.8f (unmasked %.8f)", l1, r, l0);
+    /* head bias gradient = sum of d loss / d logits over each channel's planes */
+    const UnetTensor *hb = NULL;
+    for (int i = 0; i < unet_n_tensors(m); i++) {
+        const UnetTensor *tt = unet_tensor(m, i);
+        if (tt->trainable && tt->ndim == 1 && (int)tt->count == C) hb = tt;
+    }
+    int hb_ok = hb != NULL;
+    for (int c = 0; hb && c < C; c++) {
+        double s = 0, sa = 0;
+        for (int n = 0; n < N; n++)
+            for (int q = 0; q < HW; q++) { s += dz[((size_t)n * C + c) * HW + q]; sa += fabs(dz[((size_t)n * C + c) * HW + q]); }
+        const float gg = g1[hb->offset + c];
+        if (!(fabs(gg - s) <= 1e-5 * sa + 1e-9)) { hb_ok = 0; printf("    head bias grad[%d] %.9g ref %.9g\n", c, gg, s); }
+    }
+    CHECK(hb_ok, "masked head-bias gradient (%s) = sum of the reference d loss/d logits per channel", hb ? hb->name : "?");
+    /* unlabelled planes are never read: other bits and presence there change nothing */
+    memcpy(bits2, bits, nb);
+    memcpy(pres2, pres, sizeof pres);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) {
+                memset(bits2 + ((size_t)n * C + c) * HW / 8, 0xA7, (size_t)HW / 8);
+                pres2[n * CB + c / 8] ^= (uint8_t)(1u << (c % 8));
+            }
+    float l2 = 0;
+    rc = unet_loss_masked(m, bits2, pres2, lab, N, &l2) | unet_backward(m);
+    CHECK(rc == 0 && l2 == l1 && !memcmp(g1, unet_grads(m), sizeof(float) * np),
+          "targets of unlabelled planes are ignored: same loss and gradients bit for bit");
+    /* Dice counts skip unlabelled planes */
+    int64_t *cnt = calloc((size_t)6 * C, 8);
+    rc = unet_dice_counts_masked(m, bits2, pres2, lab, N, cnt, cnt + C, cnt + 2 * C);
+    const float *z = unet_logits(m);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+            for (int q = 0; q < HW; q++) {
+                const size_t i = ((size_t)n * C + c) * HW + q;
+                const int p = z[i] > 0.f, y = t[i] > 0.5f;
+                cnt[3 * C + c] += p && y; cnt[4 * C + c] += p && !y; cnt[5 * C + c] += !p && y;
+            }
+        }
+    CHECK(rc == 0 && !memcmp(cnt, cnt + 3 * C, sizeof(int64_t) * 3 * C) && cnt[1] + cnt[C + 1] + cnt[2 * C + 1] == 0,
+          "masked Dice counts = a loop over the labelled planes (channel 1, never labelled, counts nothing)");
+    free(cnt); free(dz); free(g0); free(g1); free(bits); free(bits2);
+    unet_free(m);
+    nn_tfile_free(f);
+    g_fx = NULL;
+}
+
 int main(void)
 {
     t_fixture("tests/fixtures/nn/unet_l2.bin", 2, UNET_LOSS_BCE);
@@ -465,6 +587,7 @@ int main(void)
     t_fixture("tests/fixtures/nn/unet_dice.bin", 1, UNET_LOSS_BCE_DICE);
     unsetenv("SEGKIT_NN_GENERIC");
     t_fixture("tests/fixtures/nn/unet_l3.bin", 2, UNET_LOSS_BCE);
+    t_masked();
     t_api();
     t_learns();
     return t_report("test_unet");

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Write the PyTorch reference fixtures for tests/test_nn.c and tests/test_unet.c
-(layers.bin, loss.bin: the soft-Dice loss of docs/loss.md; unet_*.bin: whole models).
+(layers.bin, loss.bin: the soft-Dice loss of docs/loss.md; loss_masked.bin: the same with
+partly labelled samples; unet_*.bin: whole models).
 
 Needs torch (Debian: apt-get install -y python3-torch); the tests themselves only read the
 files. Run from the repository root:
@@ -231,6 +232,44 @@ def loss_fixtures(w):
         w.add(f"{tag}.dice64", torch.tensor([soft_dice(z.double(), t.double()).item()]))
 
 
+def masked_loss_of(kind, z, t, lab):
+    """docs/loss.md, partly labelled samples: lab (N, C) 0/1; an unlabelled plane has no BCE
+    term (the mean is over labelled elements) and adds nothing to its channel's Dice sums."""
+    m = lab[:, :, None, None].to(z.dtype).expand_as(z)
+    n_lab = m.sum()
+    bce = (F.binary_cross_entropy_with_logits(z, t, reduction="none") * m).sum() / n_lab if n_lab > 0 else z.sum() * 0
+    p = torch.sigmoid(z) * m
+    y = t * m
+    inter = (p * y).sum((0, 2, 3))
+    den = p.sum((0, 2, 3)) + y.sum((0, 2, 3))
+    pres = y.sum((0, 2, 3)) > 0
+    dice = 1 - ((2 * inter[pres] + 1e-5) / (den[pres] + 1e-5)).mean() if pres.any() else z.sum() * 0
+    return dice if kind == "dice" else bce + dice
+
+
+def masked_loss_fixtures(w):
+    """loss_masked.bin: the loss of loss_fixtures with a per-sample labelled bitmap. "m": N = 3,
+    C = 5, HW = 72; sample 0 has channel 1 unlabelled, sample 1 nothing labelled, sample 2 only
+    channels 0, 2, 3; channel 1 (never labelled) and channel 4 (targets only in unlabelled planes)
+    drop out of the Dice mean although they hold target bits."""
+    torch.manual_seed(8765)
+    z = rnd(3, 5, 8, 9, scale=4.0)
+    z[0, 0, 0, :4] = torch.tensor([40.0, -40.0, 1e-4, -17.5])
+    t = (torch.rand(3, 5, 8, 9) < 0.3).float()
+    t[0, 4] = 0
+    lab = torch.tensor([[1, 0, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 1, 1, 0]], dtype=torch.float32)
+    w.add("m.z", z)
+    w.add("m.t", t)
+    w.add("m.lab", lab)
+    for kind in ("dice", "bce+dice"):
+        zz = z.clone().requires_grad_()
+        loss = masked_loss_of(kind, zz, t, lab)
+        (dz,) = torch.autograd.grad(loss, (zz,))
+        w.add(f"m.{kind}.loss", loss.reshape(1))
+        w.add(f"m.{kind}.loss64", torch.tensor([masked_loss_of(kind, z.double(), t.double(), lab.double()).item()]))
+        w.add(f"m.{kind}.dz", dz)
+
+
 def unet_fixture(w, feats, C, N, H, W, seed, loss_kind="bce"):
     torch.manual_seed(seed)
     m = UNet(C, feats)
@@ -285,6 +324,9 @@ def main():
     w = Writer()
     loss_fixtures(w)
     w.save(os.path.join(a.out, "loss.bin"))
+    w = Writer()
+    masked_loss_fixtures(w)
+    w.save(os.path.join(a.out, "loss_masked.bin"))
     w = Writer()
     unet_fixture(w, (8, 16), 5, 2, 8, 64, 77)   # level 0 is wide: row-buffer convs
     w.save(os.path.join(a.out, "unet_l2.bin"))

@@ -56,10 +56,13 @@ int gpu_net_logits(GpuNet *g, float *out);
 /* Per-plane loss sums of the last forward (targets as in unet_loss), planes[pl*4 + k] as
  * nn_loss_planes writes them (k = 0 BCE sum; with dice also 1..3 = sum p, sum p*t, sum t),
  * N*C*NN_LOSS_PLANE doubles. Keeps the targets on the device for gpu_net_backward and resets
- * its gradient to plain BCE (gpu_net_set_loss_grad changes that). Waits for the sums. */
-int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int dice, double *planes);
+ * its gradient to plain BCE (gpu_net_set_loss_grad changes that). Waits for the sums.
+ * labelled (unet_loss_masked's layout, NULL = all): unlabelled planes get zero sums and zero
+ * gradient, and the BCE part of the gradient divides by the labelled elements. */
+int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N, int dice,
+                 double *planes);
 /* What the next gpu_net_backward differentiates, set after gpu_net_loss: per element
- * bce_w/(N*C*H*W)*(sigmoid(z) - t) + (a[c]*t + b[c])*p*(1-p) (a, b: C floats from nn_soft_dice,
+ * bce_w/(n_labelled_planes*H*W)*(sigmoid(z) - t) + (a[c]*t + b[c])*p*(1-p) (a, b: C floats from nn_soft_dice,
  * or NULL for BCE alone). The coefficients are copied on the compute stream (queued, no wait). */
 int gpu_net_set_loss_grad(GpuNet *g, float bce_w, const float *a, const float *b);
 /* Backward of the last forward+loss: overwrites the gradients (queued, no wait). With fp16
@@ -73,7 +76,7 @@ int gpu_net_scale_grads(GpuNet *g, float s);
  * halved (the caller does not count the step). */
 int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float eps, int64_t t, int *skipped);
 /* Dice counts of the last forward at logit > 0, added into tp/fp/fn[C] (waits). */
-int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N,
+int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N,
                  int64_t *tp, int64_t *fp, int64_t *fn);
 
 /* Wait for all queued work (benchmarks). */

@@ -176,16 +176,19 @@ __global__ static void k_channel_final(const double *part, int C, float *out)
 }
 
 /* ---- loss and metrics: one block per (n, c) plane -------------------------------------------- */
-__global__ static void k_bce_sum(const float *z, const uint8_t *bits, const uint8_t *presence, int C, long HW,
-                                 int dice, double *partial)
+__global__ static void k_bce_sum(const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                                 int C, long HW, int dice, double *partial)
 {
     const long pl = blockIdx.x;
     const int n = (int)(pl / C), c = (int)(pl % C);
+    /* an unlabelled plane reads nothing and its sums come out 0; every block still takes the
+     * same barriers (the emulator, tests/cuemu, runs blocks that agree on them) */
+    const long end = labelled && !gm_present(labelled, C, n, c) ? 0 : HW;
     const int pr = gm_present(presence, C, n, c);
     const float *zp = z + pl * HW;
     const uint8_t *bp = bits + pl * (HW / 8);
     double s = 0, sp = 0, si = 0, sy = 0;
-    for (long q = threadIdx.x; q < HW; q += blockDim.x) {
+    for (long q = threadIdx.x; q < end; q += blockDim.x) {
         const int t = pr && gm_bit(bp, q);
         s += gm_bce(zp[q], t);
         if (dice) {
@@ -207,27 +210,29 @@ __global__ static void k_bce_sum(const float *z, const uint8_t *bits, const uint
     }
 }
 
-__global__ static void k_bce_grad(const float *z, const uint8_t *bits, const uint8_t *presence, int C, long HW,
-                                  long n, float scale, const float *a, const float *b, float cscale, float *d)
+__global__ static void k_bce_grad(const float *z, const uint8_t *bits, const uint8_t *presence,
+                                  const uint8_t *labelled, int C, long HW, long n, float scale, const float *a, const float *b, float cscale, float *d)
 {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const long pl = i / HW, q = i % HW;
         const int c = (int)(pl % C);
+        if (labelled && !gm_present(labelled, C, (int)(pl / C), c)) { d[i] = 0.f; continue; }
         const int t = gm_present(presence, C, (int)(pl / C), c) && gm_bit(bits + pl * (HW / 8), q);
         d[i] = a ? gm_loss_grad(z[i], t, scale, a[c] * cscale, b[c] * cscale) : gm_bce_grad(z[i], t, scale);
     }
 }
 
-__global__ static void k_dice(const float *z, const uint8_t *bits, const uint8_t *presence, int C, long HW,
-                              unsigned long long *tp, unsigned long long *fp, unsigned long long *fn)
+__global__ static void k_dice(const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                              int C, long HW, unsigned long long *tp, unsigned long long *fp, unsigned long long *fn)
 {
     const long pl = blockIdx.x;
     const int n = (int)(pl / C), c = (int)(pl % C);
+    const long end = labelled && !gm_present(labelled, C, n, c) ? 0 : HW;   /* unlabelled: counts nothing */
     const int pr = gm_present(presence, C, n, c);
     const float *zp = z + pl * HW;
     const uint8_t *bp = bits + pl * (HW / 8);
     unsigned long long a = 0, b = 0, e = 0;
-    for (long q = threadIdx.x; q < HW; q += blockDim.x) {
+    for (long q = threadIdx.x; q < end; q += blockDim.x) {
         const int p = zp[q] > 0.f, t = pr && gm_bit(bp, q);
         a += p && t;
         b += p && !t;
@@ -289,23 +294,23 @@ void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, floa
     k_channel_final<<<(C + 127) / 128, 128, 0, s>>>(scratch, C, out);
 }
 
-void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,
-                int dice, double *partial)
+void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                int N, int C, long HW, int dice, double *partial)
 {
-    k_bce_sum<<<N * C, TPB, 0, s>>>(z, bits, presence, C, HW, dice, partial);
+    k_bce_sum<<<N * C, TPB, 0, s>>>(z, bits, presence, labelled, C, HW, dice, partial);
 }
 
-void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,
-                 float scale, const float *a, const float *b, float cscale, float *d)
+void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                 int N, int C, long HW, float scale, const float *a, const float *b, float cscale, float *d)
 {
     const long n = (long)N * C * HW;
-    k_bce_grad<<<grid_for(n, TPB * 4), TPB, 0, s>>>(z, bits, presence, C, HW, n, scale, a, b, cscale, d);
+    k_bce_grad<<<grid_for(n, TPB * 4), TPB, 0, s>>>(z, bits, presence, labelled, C, HW, n, scale, a, b, cscale, d);
 }
 
-void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, int N, int C, long HW,
-             unsigned long long *tp, unsigned long long *fp, unsigned long long *fn)
+void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+             int N, int C, long HW, unsigned long long *tp, unsigned long long *fp, unsigned long long *fn)
 {
-    k_dice<<<N * C, TPB, 0, s>>>(z, bits, presence, C, HW, tp, fp, fn);
+    k_dice<<<N * C, TPB, 0, s>>>(z, bits, presence, labelled, C, HW, tp, fp, fn);
 }
 
 void gk_sumsq(cudaStream_t s, const float *x, size_t n, double *partial)

@@ -25,16 +25,18 @@ void gk_bias_add(cudaStream_t s, float *y, const float *bias, int N, int C, long
 void gk_channel_sum(cudaStream_t s, const float *dy, int N, int C, long HW, float *out, double *scratch);
 /* Per-plane sums (gm_bce, gm_sigmoid; double accumulation), one block per plane pl = n*C+c:
  * partial[pl*4] = BCE-with-logits sum and, when dice, partial[pl*4 + 1..3] = sum p, sum p*t,
- * sum t (nn_loss_planes' layout). */
-void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
+ * sum t (nn_loss_planes' layout). labelled (device, (C+7)/8 bytes per sample, NULL = all): the
+ * planes whose bit is clear are unknown: their sums are 0 here, their gradient 0 in gk_bce_grad,
+ * and gk_dice does not count them. */
+void gk_bce_sum(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
                 int N, int C, long HW, int dice, double *partial);
 /* d = (sigmoid(z) - t) * scale for every element (gm_bce_grad); with coefficient arrays
  * (a, b: C floats on the device, else NULL) plus the soft-Dice part (a[c]*t + b[c]) * cscale
  * * p*(1-p) (gm_loss_grad; cscale: the fp16 loss scale, else 1). */
-void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
+void gk_bce_grad(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
                  int N, int C, long HW, float scale, const float *a, const float *b, float cscale, float *d);
 /* tp/fp/fn[c] += counts at z > 0 over all samples (integer atomics: deterministic). */
-void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence,
+void gk_dice(cudaStream_t s, const float *z, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
              int N, int C, long HW, unsigned long long *tp, unsigned long long *fp, unsigned long long *fn);
 /* Blocks gk_sumsq writes partial sums for. */
 #define GK_SUMSQ_BLOCKS 512

@@ -23,6 +23,7 @@ extern "C" {
 }
 #include "gpu.h"
 #include "gpu_kernels.h"
+#include "gpu_math.h"
 
 #define CU_TRY(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) return seg_err(SEG_EGPU, "%s:%d: %s: %s", \
     __FILE__, __LINE__, #x, cudaGetErrorString(e_)); } while (0)
@@ -146,6 +147,9 @@ struct GpuNet {
     /* inputs: two slots each, so the upload of the next batch overlaps this one's backward */
     float *xin[2], *x_pin[2];
     uint8_t *bits[2], *pres[2], *bits_pin[2], *pres_pin[2];
+    uint8_t *lab[2], *lab_pin[2];         /* labelled bitmaps; has_lab[s] = 0: all labelled */
+    int has_lab[2];
+    long n_lab;                           /* labelled planes of the last loss */
     cudaEvent_t x_up[2], x_free[2], t_up[2], t_free[2];
     int xs, ts;                           /* slot of the last forward / loss */
     double *partial, *partial_pin;        /* per-plane loss sums (4 per plane), sumsq partials */
@@ -262,10 +266,10 @@ extern "C" void gpu_net_free(GpuNet *g)
     for (int l = 0; l <= UNET_MAX_LEVELS; l++) cudaFree(g->pool[l]);
     void *dev[] = { g->params, g->grads, g->adam_m, g->adam_v, g->bufs, g->hparams, g->nbt_off, g->logits, g->dlogits,
                     g->gA, g->gB, g->gC, g->gDZ, g->hA, g->hB, g->hW, g->ws, g->xin[0], g->xin[1], g->bits[0], g->bits[1],
-                    g->pres[0], g->pres[1], g->partial, g->dice, g->csum, g->coef };
+                    g->pres[0], g->pres[1], g->lab[0], g->lab[1], g->partial, g->dice, g->csum, g->coef };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cudaFree(dev[i]);
     void *pin[] = { g->x_pin[0], g->x_pin[1], g->bits_pin[0], g->bits_pin[1], g->pres_pin[0], g->pres_pin[1],
-                    g->partial_pin, g->dice_pin, g->coef_pin };
+                    g->lab_pin[0], g->lab_pin[1], g->partial_pin, g->dice_pin, g->coef_pin };
     for (size_t i = 0; i < sizeof pin / sizeof pin[0]; i++) if (pin[i]) cudaFreeHost(pin[i]);
     for (int s = 0; s < 2; s++) {
         cudaEvent_t evs[4] = { g->x_up[s], g->x_free[s], g->t_up[s], g->t_free[s] };
@@ -378,6 +382,8 @@ static int create_buffers(GpuNet *g)
         TRY(HALLOC(g->x_pin[s], sizeof(float) * xin));
         TRY(HALLOC(g->bits_pin[s], nb));
         TRY(HALLOC(g->pres_pin[s], np_));
+        TRY(DALLOC(g, g->lab[s], np_));
+        TRY(HALLOC(g->lab_pin[s], np_));
         CU_TRY(cudaEventCreateWithFlags(&g->x_up[s], cudaEventDisableTiming));
         CU_TRY(cudaEventCreateWithFlags(&g->x_free[s], cudaEventDisableTiming));
         CU_TRY(cudaEventCreateWithFlags(&g->t_up[s], cudaEventDisableTiming));
@@ -816,7 +822,8 @@ extern "C" int gpu_net_logits(GpuNet *g, float *out)
 }
 
 /* Upload targets into slot s through the copy stream (after the slot's last reader). */
-static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *presence, int N)
+static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled,
+                          int N)
 {
     const size_t nb = (size_t)N * g->C * (size_t)(g->HW / 8), np = (size_t)N * ((g->C + 7) / 8);
     CU_TRY(cudaEventSynchronize(g->t_up[s]));
@@ -825,20 +832,33 @@ static int upload_targets(GpuNet *g, int s, const uint8_t *bits, const uint8_t *
     CU_TRY(cudaStreamWaitEvent(g->cp, g->t_free[s], 0));
     CU_TRY(cudaMemcpyAsync(g->bits[s], g->bits_pin[s], nb, cudaMemcpyHostToDevice, g->cp));
     CU_TRY(cudaMemcpyAsync(g->pres[s], g->pres_pin[s], np, cudaMemcpyHostToDevice, g->cp));
+    g->has_lab[s] = labelled != NULL;
+    if (labelled) {
+        memcpy(g->lab_pin[s], labelled, np);
+        CU_TRY(cudaMemcpyAsync(g->lab[s], g->lab_pin[s], np, cudaMemcpyHostToDevice, g->cp));
+    }
     CU_TRY(cudaEventRecord(g->t_up[s], g->cp));
     CU_TRY(cudaStreamWaitEvent(g->st, g->t_up[s], 0));
     return SEG_OK;
 }
 
-extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int dice, double *planes)
+extern "C" int gpu_net_loss(GpuNet *g, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N,
+                            int dice, double *planes)
 {
     ON_DEVICE(g);
     if (N != g->last_N || N < 1) return seg_err(SEG_EARG, "unet_loss: batch %d but the last forward had %d", N, g->last_N);
     g->have_loss = 0;
     const int s = g->ts ^ 1;
-    TRY(upload_targets(g, s, bits, presence, N));
+    TRY(upload_targets(g, s, bits, presence, labelled, N));
     g->ts = s;
-    gk_bce_sum(g->st, g->logits, g->bits[s], g->pres[s], N, g->C, g->HW, dice, g->partial);
+    g->n_lab = (long)N * g->C;
+    if (labelled) {
+        g->n_lab = 0;
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < g->C; c++) g->n_lab += gm_present(labelled, g->C, n, c);
+    }
+    gk_bce_sum(g->st, g->logits, g->bits[s], g->pres[s], g->has_lab[s] ? g->lab[s] : NULL, N, g->C, g->HW, dice,
+               g->partial);
     KERNEL_CHECK();
     if (!g->last_train) CU_TRY(cudaEventRecord(g->t_free[s], g->st));
     if (g->last_train) ring_record(g, 1);
@@ -874,8 +894,8 @@ extern "C" int gpu_net_backward(GpuNet *g)
         return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss first");
     const int N = g->last_N, L = g->L, *f = g->d.cfg.features, C = g->C, s = g->ts;
     ring_record(g, 2);
-    const float scale = (float)(g->bce_w * g->loss_scale / ((double)N * C * (double)g->HW));
-    gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, scale, g->use_coef ? g->coef : NULL,
+    const float scale = g->n_lab ? (float)(g->bce_w * g->loss_scale / ((double)g->n_lab * (double)g->HW)) : 0.f;
+    gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], g->has_lab[s] ? g->lab[s] : NULL, N, C, g->HW, scale, g->use_coef ? g->coef : NULL,
                 g->use_coef ? g->coef + C : NULL, g->loss_scale, g->dlogits);
     CU_TRY(cudaEventRecord(g->t_free[s], g->st));
     /* head: dW (C,F) = sum_n dY[n] (C,HW) x A[n]^T; dA[n] (F,HW) = W^T dY[n]; db = sum dY */
@@ -968,16 +988,16 @@ extern "C" int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float
     return SEG_OK;
 }
 
-extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, int N, int64_t *tp, int64_t *fp,
-                            int64_t *fn)
+extern "C" int gpu_net_dice(GpuNet *g, const uint8_t *bits, const uint8_t *presence, const uint8_t *labelled, int N,
+                            int64_t *tp, int64_t *fp, int64_t *fn)
 {
     if (N < 1 || N > g->last_N) return SEG_OK;
     /* the slot the loss did not use: a backward after this still finds the loss's targets */
     const int C = g->C, s = g->ts ^ 1;
     ON_DEVICE(g);
-    TRY(upload_targets(g, s, bits, presence, N));
+    TRY(upload_targets(g, s, bits, presence, labelled, N));
     CU_TRY(cudaMemsetAsync(g->dice, 0, sizeof(unsigned long long) * 3 * C, g->st));
-    gk_dice(g->st, g->logits, g->bits[s], g->pres[s], N, C, g->HW, g->dice, g->dice + C, g->dice + 2 * C);
+    gk_dice(g->st, g->logits, g->bits[s], g->pres[s], g->has_lab[s] ? g->lab[s] : NULL, N, C, g->HW, g->dice, g->dice + C, g->dice + 2 * C);
     KERNEL_CHECK();
     CU_TRY(cudaEventRecord(g->t_free[s], g->st));
     CU_TRY(cudaMemcpyAsync(g->dice_pin, g->dice, sizeof(unsigned long long) * 3 * C, cudaMemcpyDeviceToHost, g->st));

@@ -161,15 +161,19 @@ void nn_maxpool_backward(NnTeam *t, float *dx, int lddx, const float *dy, int ld
 /* ---- BCE-with-logits and soft Dice from bit-packed targets ------------------------------- */
 /* logits (N,C,HW) NCHW; bits + (n*C + c)*(HW/8) is target plane (n,c), pixel q = bit q&7 of
  * byte q>>3; presence + n*((C+7)/8) bit c = plane present (absent planes: target 0, not
- * read). HW must be a multiple of 8. The loss definitions and gradient: docs/loss.md. */
+ * read). labelled: same layout, bit c of sample n = plane (n,c) labelled; NULL = all labelled.
+ * An unlabelled plane is unknown, not negative: no loss term, no Dice sums, no counts.
+ * HW must be a multiple of 8. The loss definitions and gradient: docs/loss.md. */
 #define NN_LOSS_PLANE 4          /* doubles per plane in nn_loss_planes' output */
 #define NN_DICE_EPS 1e-5         /* soft-Dice smoothing */
 /* One pass over the logits: for plane pl = n*C + c, out[pl*4 + 0] = BCE-with-logits sum and,
  * when dice, out[pl*4 + 1..3] = sum sigmoid(z), sum sigmoid(z)*t, sum t (1..3 untouched
- * otherwise). Sums in double; each plane's sums depend only on that plane, never on the
+ * otherwise); an unlabelled plane's four sums are 0 (its logits are not read). Sums in double; each plane's sums depend only on that plane, never on the
  * thread count or schedule. out: N*C*NN_LOSS_PLANE doubles, caller-owned. */
 void   nn_loss_planes(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
-                      int N, int C, int HW, int dice, double *out);
+                      const uint8_t *labelled, int N, int C, int HW, int dice, double *out);
+/* Number of labelled planes (N*C for labelled == NULL): the BCE mean divides by it times HW. */
+long   nn_labelled_planes(const uint8_t *labelled, int N, int C);
 /* The BCE sum (not the mean) over all N*C*HW, per-plane sums added in plane order (through
  * the team's item buffer, so independent of the thread count). */
 double nn_bce_sum(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
@@ -185,9 +189,10 @@ double nn_soft_dice(const double *planes, int N, int C, float *a, float *b);
  * (a = b = 0: BCE alone, bit for bit what it was before the Dice term existed). */
 void   nn_bce_grad_row(const NnTeam *t, float *d, const float *z, const uint8_t *plane_bits,
                        int present, int q0, int nq, float scale, float a, float b);
-/* tp/fp/fn[C] += counts of (logit > 0) against the targets (needs nn_dice_acc_floats). */
+/* tp/fp/fn[C] += counts of (logit > 0) against the targets, unlabelled planes skipped
+ * (needs nn_dice_acc_floats). */
 void   nn_dice_counts(NnTeam *t, const float *logits, const uint8_t *bits,
-                      const uint8_t *presence, int N, int C, int HW,
+                      const uint8_t *presence, const uint8_t *labelled, int N, int C, int HW,
                       int64_t *tp, int64_t *fp, int64_t *fn);
 size_t nn_dice_acc_floats(int C);
 

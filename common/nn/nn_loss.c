@@ -115,7 +115,7 @@ static void loss_plane_avx512(const float *z, const uint8_t *bits, int present, 
 typedef struct {
     NnTeam *t;
     const float *z;
-    const uint8_t *bits, *presence;
+    const uint8_t *bits, *presence, *labelled;   /* labelled: NULL = every plane */
     int N, C, HW, dice, pl0;
     double *out;
 } Bce;
@@ -137,6 +137,7 @@ static void loss_task(void *vctx, int tid, int b, int e)
         const int pr = present_bit(c->presence, c->C, n, ch);
         double *o = c->out + (size_t)i * NN_LOSS_PLANE;
         o[0] = o[1] = o[2] = o[3] = 0;
+        if (c->labelled && !present_bit(c->labelled, c->C, n, ch)) continue;   /* unknown: contributes nothing */
 #if NN_AVX512
         if (!nn_team_generic(c->t)) { loss_plane_avx512(z, bits, pr, c->HW, c->dice, o); continue; }
 #endif
@@ -145,10 +146,10 @@ static void loss_task(void *vctx, int tid, int b, int e)
 }
 
 void nn_loss_planes(NnTeam *t, const float *logits, const uint8_t *bits, const uint8_t *presence,
-                    int N, int C, int HW, int dice, double *out)
+                    const uint8_t *labelled, int N, int C, int HW, int dice, double *out)
 {
-    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .N = N, .C = C, .HW = HW,
-              .dice = dice, .pl0 = 0, .out = out };
+    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .labelled = labelled, .N = N, .C = C,
+              .HW = HW, .dice = dice, .pl0 = 0, .out = out };
     nn_team_run_dynamic(t, N * C, loss_task, &c);
 }
 
@@ -166,6 +167,15 @@ double nn_bce_sum(NnTeam *t, const float *logits, const uint8_t *bits, const uin
         for (int i = 0; i < n; i++) s += c.out[(size_t)i * NN_LOSS_PLANE];
     }
     return s;
+}
+
+long nn_labelled_planes(const uint8_t *labelled, int N, int C)
+{
+    if (!labelled) return (long)N * C;
+    long k = 0;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) k += present_bit(labelled, C, n, c);
+    return k;
 }
 
 double nn_loss_bce_total(const double *planes, int N, int C)
@@ -246,6 +256,7 @@ static void dice_task(void *vctx, int tid, int b, int e)
         const int n = pl / c->C, ch = pl % c->C;
         const float *z = c->z + (size_t)pl * c->HW;
         const uint8_t *bits = c->bits + (size_t)pl * (c->HW / 8);
+        if (c->labelled && !present_bit(c->labelled, c->C, n, ch)) continue;
         const int pr = present_bit(c->presence, c->C, n, ch);
         int64_t tp = 0, fp = 0, fn = 0;
         int q = 0;
@@ -272,10 +283,10 @@ static void dice_task(void *vctx, int tid, int b, int e)
 }
 
 void nn_dice_counts(NnTeam *t, const float *logits, const uint8_t *bits,
-                    const uint8_t *presence, int N, int C, int HW,
+                    const uint8_t *presence, const uint8_t *labelled, int N, int C, int HW,
                     int64_t *tp, int64_t *fp, int64_t *fn)
 {
-    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .N = N, .C = C, .HW = HW };
+    Bce c = { .t = t, .z = logits, .bits = bits, .presence = presence, .labelled = labelled, .N = N, .C = C, .HW = HW };
     const int items = N * C;
     nn_team_run(t, items, dice_task, &c);
     for (int th = 0; th < nn_team_active(t, items); th++) {
