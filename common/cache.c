@@ -22,7 +22,7 @@ struct CacheReader {
     MDB_env      *env;
     MDB_dbi       dbi_meta, dbi_subj, dbi_slices;
     char          dir[4096];
-    int           size, n_channels;
+    int           size, n_channels, version;
     LabelList     labels;
     CacheSubject *subjects;
     int           n_subjects;
@@ -38,7 +38,7 @@ struct CacheWriter {
     MDB_env  *env;
     MDB_dbi   dbi_meta, dbi_subj, dbi_slices;
     char      dir[4096];
-    int       size, n_channels;
+    int       size, n_channels, version;
     uint32_t  next_index;
     size_t    mapsize;
 };
@@ -98,6 +98,11 @@ static char *subject_to_json(const CacheSubject *s)
     cJSON_AddItemToObject(o, "res_spacing", num_array(s->res_spacing, 3));
     cJSON_AddItemToObject(o, "res_affine", num_array(&s->res_affine[0][0], 16));
     cJSON_AddNumberToObject(o, "n_voxels_set", (double)s->n_voxels_set);
+    if (s->partial) {   /* the labelled channels' indices; absent: every channel labelled */
+        cJSON *a = cJSON_AddArrayToObject(o, "labelled");
+        for (int c = 0; a && c < CACHE_LABELLED_MAX; c++)
+            if ((s->labelled[c >> 3] >> (c & 7)) & 1) cJSON_AddItemToArray(a, cJSON_CreateNumber(c));
+    }
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return txt;
@@ -152,6 +157,16 @@ static int subject_from_json(const char *txt, size_t n, CacheSubject *s)
         bad |= get_nums(o, "canon_affine", &s->canon_affine[0][0], 16);
         bad |= get_nums(o, "res_spacing", s->res_spacing, 3);
         bad |= get_nums(o, "res_affine", &s->res_affine[0][0], 16);
+        const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "labelled"), *it;
+        if (lab) {
+            s->partial = 1;
+            bad |= !cJSON_IsArray(lab);
+            cJSON_ArrayForEach(it, lab) {
+                if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= CACHE_LABELLED_MAX) { bad = 1; break; }
+                const int c = (int)it->valuedouble;
+                s->labelled[c >> 3] |= (uint8_t)(1u << (c & 7));
+            }
+        }
     }
     cJSON_Delete(o);
     return bad ? -1 : 0;
@@ -175,7 +190,7 @@ static char *format_json(int size, const LabelList *labels)
 }
 
 /* Parse the "format" value: checks magic and version, fills size and labels. */
-static int parse_format(const char *dir, const char *txt, size_t n, int *size, LabelList *labels)
+static int parse_format(const char *dir, const char *txt, size_t n, int *size, LabelList *labels, int *version)
 {
     cJSON *o = cJSON_ParseWithLength(txt, n);
     if (!o) return seg_err(SEG_EFORMAT, "%s: cache metadata is not valid JSON", dir);
@@ -184,9 +199,9 @@ static int parse_format(const char *dir, const char *txt, size_t n, int *size, L
     const cJSON *sz = cJSON_GetObjectItemCaseSensitive(o, "size"), *lab = cJSON_GetObjectItemCaseSensitive(o, "labels");
     if (!cJSON_IsString(magic) || strcmp(magic->valuestring, CACHE_MAGIC))
         rc = seg_err(SEG_EFORMAT, "%s: not a segkit cache (bad magic)", dir);
-    else if (!cJSON_IsNumber(ver) || ver->valueint != CACHE_FORMAT_VERSION)
-        rc = seg_err(SEG_EFORMAT, "%s: cache format version %d, this build reads version %d (re-run segprep --force)",
-                     dir, cJSON_IsNumber(ver) ? ver->valueint : -1, CACHE_FORMAT_VERSION);
+    else if (!cJSON_IsNumber(ver) || ver->valueint < 1 || ver->valueint > CACHE_FORMAT_VERSION)
+        rc = seg_err(SEG_EFORMAT, "%s: cache format version %d, this build reads versions 1 to %d (a newer segkit wrote it; "
+                     "update segkit or re-run segprep --force)", dir, cJSON_IsNumber(ver) ? ver->valueint : -1, CACHE_FORMAT_VERSION);
     else if (!cJSON_IsNumber(sz) || sz->valueint < 8 || sz->valueint > 8192 || sz->valueint % 8)
         rc = seg_err(SEG_EFORMAT, "%s: bad slice size in cache metadata", dir);
     else if (!cJSON_IsArray(lab) || cJSON_GetArraySize(lab) < 1 || cJSON_GetArraySize(lab) > 65535)
@@ -203,6 +218,7 @@ static int parse_format(const char *dir, const char *txt, size_t n, int *size, L
             free(names);
         }
         *size = sz->valueint;
+        *version = ver->valueint;
     }
     cJSON_Delete(o);
     return rc;
@@ -317,7 +333,7 @@ int cache_open(const char *dir, CacheReader **out)
         int e = mdb_get(txn, r->dbi_meta, &k, &v);
         if (e == MDB_NOTFOUND) rc = seg_err(SEG_EFORMAT, "%s: not a segkit cache (no format record)", dir);
         else if (e) rc = seg_err(SEG_EDB, "%s: %s", dir, mdb_strerror(e));
-        else rc = parse_format(dir, v.mv_data, v.mv_size, &r->size, &r->labels);
+        else rc = parse_format(dir, v.mv_data, v.mv_size, &r->size, &r->labels, &r->version);
         r->n_channels = r->labels.n;
     }
     if (txn) {   /* commit, even read-only: dbi handles opened in an aborted txn are closed */
@@ -341,6 +357,7 @@ void cache_close(CacheReader *r)
 
 int cache_size(const CacheReader *r) { return r->size; }
 int cache_n_channels(const CacheReader *r) { return r->n_channels; }
+int cache_version(const CacheReader *r) { return r->version; }
 const LabelList *cache_labels(const CacheReader *r) { return &r->labels; }
 int cache_n_subjects(const CacheReader *r) { return r->n_subjects; }
 const CacheSubject *cache_subject(const CacheReader *r, int i) { return i >= 0 && i < r->n_subjects ? &r->subjects[i] : NULL; }
@@ -463,6 +480,7 @@ int cache_writer_open(const char *dir, int size, const LabelList *labels, CacheW
         MDB_val k = { 6, "format" }, v;
         int e = mdb_get(txn, w->dbi_meta, &k, &v);
         if (e == MDB_NOTFOUND) {   /* new cache */
+            w->version = CACHE_FORMAT_VERSION;
             char *txt = format_json(size, labels);
             if (!txt) rc = seg_err(SEG_ENOMEM, "%s", dir);
             else {
@@ -476,7 +494,7 @@ int cache_writer_open(const char *dir, int size, const LabelList *labels, CacheW
         } else {
             LabelList have = { 0 };
             int have_size = 0;
-            rc = parse_format(dir, v.mv_data, v.mv_size, &have_size, &have);
+            rc = parse_format(dir, v.mv_data, v.mv_size, &have_size, &have, &w->version);
             if (rc == SEG_OK && have_size != size)
                 rc = seg_err(SEG_EMISMATCH, "%s: the cache holds %dx%d slices, not %dx%d (use --force or another directory)",
                              dir, have_size, have_size, size, size);
@@ -565,6 +583,12 @@ static int put_subject_txn(CacheWriter *w, CacheSubject *s, const CacheRecord *r
 
 int cache_writer_put_subject(CacheWriter *w, CacheSubject *s, const CacheRecord *recs)
 {
+    if (s->partial && w->version < 2)
+        return seg_err(SEG_EMISMATCH, "%s: subject %s is partly labelled, which needs a version-2 cache; this cache is version "
+                       "%d: rebuild it with segprep --force", w->dir, s->id, w->version);
+    if (s->partial && w->n_channels > CACHE_LABELLED_MAX)
+        return seg_err(SEG_EARG, "%s: subject %s: partly labelled subjects are limited to %d channels (the cache has %d)",
+                       w->dir, s->id, CACHE_LABELLED_MAX, w->n_channels);
     s->index = w->next_index;
     char *json = subject_to_json(s);
     if (!json) return seg_err(SEG_ENOMEM, "%s: subject %s", w->dir, s->id);

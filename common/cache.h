@@ -9,7 +9,8 @@
 #include <stdint.h>
 #include "labels.h"
 
-#define CACHE_FORMAT_VERSION 1
+#define CACHE_FORMAT_VERSION 2   /* 2: subjects may be partly labelled; version 1 caches are still read */
+#define CACHE_LABELLED_MAX 1024   /* channels a partly labelled subject can describe */
 #define CACHE_ID_MAX 128
 
 enum { CACHE_SPLIT_TRAIN = 0, CACHE_SPLIT_VAL = 1, CACHE_SPLIT_TEST = 2 };
@@ -33,7 +34,13 @@ typedef struct CacheSubject {
     double   res_spacing[3];     /* mm per cached column, row, slice */
     double   res_affine[4][4];   /* cached voxel (c, r, k) -> world; axes point L, P, S */
     int64_t  n_voxels_set;       /* mask voxels set over all channels, after resampling */
+    int      partial;            /* 1: only the channels set in labelled[] have masks; the others
+                                    are unknown (not negative) in every slice */
+    uint8_t  labelled[CACHE_LABELLED_MAX / 8];   /* bit c: channel c labelled (used when partial) */
 } CacheSubject;
+
+/* Bit c of the subject's labelled bitmap, NULL when every channel is labelled. */
+static inline const uint8_t *cache_subject_labelled(const CacheSubject *s) { return s->partial ? s->labelled : NULL; }
 
 typedef struct CacheReader CacheReader;
 typedef struct CacheCursor CacheCursor;
@@ -47,6 +54,7 @@ int  cache_refresh(CacheReader *r);
 
 int              cache_size(const CacheReader *r);       /* slice side (H = W) */
 int              cache_n_channels(const CacheReader *r); /* C */
+int              cache_version(const CacheReader *r);    /* format version (1 or 2) */
 const LabelList *cache_labels(const CacheReader *r);     /* channel names, owned by r */
 int              cache_n_subjects(const CacheReader *r); /* complete subjects, sorted by id */
 const CacheSubject *cache_subject(const CacheReader *r, int i);

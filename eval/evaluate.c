@@ -110,6 +110,7 @@ const LabelList *evaluate_labels(const Evaluator *e) { return cache_labels(e->ca
 int evaluate_n_subjects(const Evaluator *e) { return e->n; }
 int64_t evaluate_n_slices(const Evaluator *e) { return e->n_slices; }
 const char *evaluate_subject_id(const Evaluator *e, int j) { return cache_subject(e->cache, e->idx[j])->id; }
+const uint8_t *evaluate_subject_labelled(const Evaluator *e, int j) { return cache_subject_labelled(cache_subject(e->cache, e->idx[j])); }
 const char *evaluate_model_desc(const Evaluator *e) { return e->desc; }
 
 /* logits > tl -> packed plane; returns 1 if any bit is set. */

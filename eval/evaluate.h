@@ -33,6 +33,8 @@ const LabelList *evaluate_labels(const Evaluator *e);       /* the cache's struc
 int         evaluate_n_subjects(const Evaluator *e);
 int64_t     evaluate_n_slices(const Evaluator *e);          /* over the selected subjects */
 const char *evaluate_subject_id(const Evaluator *e, int j);
+/* Subject j's labelled-channel bitmap (bit c: channel c labelled), NULL when fully labelled. */
+const uint8_t *evaluate_subject_labelled(const Evaluator *e, int j);
 const char *evaluate_model_desc(const Evaluator *e);
 
 /* Run subject j: s gets the reference planes, the predicted planes (probability >

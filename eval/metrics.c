@@ -19,6 +19,7 @@ const char *metrics_case_name(int c)
     case METRICS_CASE_FP_ABSENT: return "fp_absent";
     case METRICS_CASE_MISSED: return "missed";
     case METRICS_CASE_ONE_SIDED: return "one_sided";
+    case METRICS_CASE_UNLABELLED: return "unlabelled";
     default: return "?";
     }
 }
@@ -594,6 +595,7 @@ int metrics_summarize(const MetricsResult *res, int n_subj, int n_struct, int s,
         for (int t = s0; t < s1; t++) {
             const MetricsResult *r = &res[(size_t)j * (size_t)n_struct + (size_t)t];
             if (r->kase == METRICS_CASE_ONE_SIDED) { out->n_one_sided++; continue; }
+            if (r->kase == METRICS_CASE_UNLABELLED) { out->n_unlabelled++; continue; }
             out->n_pairs++;
             if (r->kase == METRICS_CASE_BOTH_EMPTY) { out->n_both_empty++; out->n_ref_empty++; continue; }
             dn[k_nn] = r->dice; in[k_nn] = r->iou; k_nn++;

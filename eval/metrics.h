@@ -23,8 +23,10 @@
 
 /* The (subject, structure) cases above. */
 enum { METRICS_CASE_BOTH = 0, METRICS_CASE_BOTH_EMPTY = 1, METRICS_CASE_FP_ABSENT = 2, METRICS_CASE_MISSED = 3,
-       METRICS_CASE_ONE_SIDED = 4 };   /* compare: a mask file on one side only: not scored, in no mean */
-/* "tp_both", "both_empty", "fp_absent", "missed", "one_sided". */
+       METRICS_CASE_ONE_SIDED = 4,     /* compare: a mask file on one side only: not scored, in no mean */
+       METRICS_CASE_UNLABELLED = 5 };  /* eval: the structure is not labelled in that (partly labelled)
+                                          cached subject: unknown, not scored, in no mean */
+/* "tp_both", "both_empty", "fp_absent", "missed", "one_sided", "unlabelled". */
 const char *metrics_case_name(int c);
 
 /* Detection thresholds on Dice: 0.1 0.3 0.5 0.7 0.9. */
@@ -97,6 +99,7 @@ typedef struct MetricsSummary {
     int     n_ref_empty;
     int     n_both_empty, n_fp_absent, n_missed;
     int     n_one_sided;           /* METRICS_CASE_ONE_SIDED pairs: not in n_pairs nor any mean */
+    int     n_unlabelled;          /* METRICS_CASE_UNLABELLED pairs: likewise */
     /* "nnunet": NaN (both empty) left out, ref-empty false positives count as 0.
      * "present": only pairs with a non-empty reference (TotalSegmentator's). */
     double  dice_mean_nnunet, iou_mean_nnunet;

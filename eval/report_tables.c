@@ -102,6 +102,7 @@ static cJSON *summary_object(const MetricsSummary *m)
     cJSON_AddNumberToObject(o, "n_fp_absent", m->n_fp_absent);
     cJSON_AddNumberToObject(o, "n_missed", m->n_missed);
     if (m->n_one_sided) cJSON_AddNumberToObject(o, "n_one_sided", m->n_one_sided);
+    if (m->n_unlabelled) cJSON_AddNumberToObject(o, "n_unlabelled", m->n_unlabelled);
     add_num(o, "dice_mean", m->dice_mean);
     add_num(o, "dice_median", m->dice_median);
     add_num(o, "dice_std", m->dice_std);
@@ -237,7 +238,7 @@ int report_json(const ReportRun *r)
             cJSON_AddItemToObject(ms, k, nnunet_block(m->dice, m->iou, (double)m->tp, (double)m->fp, (double)m->fn,
                                                       (double)m->tn, (double)m->n_ref, (double)m->n_pred));
             double *a = acc + (size_t)s * 8;
-            if (m->kase == METRICS_CASE_ONE_SIDED) continue;   /* not scored: in no mean */
+            if (m->kase == METRICS_CASE_ONE_SIDED || m->kase == METRICS_CASE_UNLABELLED) continue;   /* not scored: in no mean */
             if (isfinite(m->dice)) { a[0] += m->dice; a[1] += m->iou; cnt[2 * s]++; }
             a[2] += (double)m->tp; a[3] += (double)m->fp; a[4] += (double)m->fn; a[5] += (double)m->tn;
             a[6] += (double)m->n_ref; a[7] += (double)m->n_pred;

@@ -201,6 +201,9 @@ static void print_summary(const ReportRun *run)
            "HD95 %.2f mm, NSD@%.1fmm %.4f, missed %d, false positives on absent %d, both empty %d\n",
            run->tag, run->n_subjects, run->labels->n, m.dice_mean, m.n_ref_present, m.dice_mean_nnunet, m.hd95_mean,
            run->opt.nsd_tol_mm, m.nsd_mean, m.n_missed, m.n_fp_absent, m.n_both_empty);
+    if (m.n_unlabelled)
+        printf("segeval %s: %d (subject, structure) pair(s) not labelled in partly labelled subjects, left out of every "
+               "mean\n", run->tag, m.n_unlabelled);
     if (m.n_one_sided)
         printf("segeval %s: %d (subject, structure) pair(s) with a mask file on one side only %s\n", run->tag,
                m.n_one_sided, run->missing_as_empty ? "scored as empty (--missing-as-empty)" : "left out of every mean");
@@ -409,6 +412,13 @@ static int cmd_eval(const Args *a)
         if (rc < 0) break;
         run.n_slices += s.ref.nz;
         rc = score_subject(&run, w, &s, res + (size_t)j * ns);
+        const uint8_t *lab = evaluate_subject_labelled(ev, j);
+        for (int t = 0; lab && rc == SEG_OK && t < ns; t++) {   /* unknown in this subject: not scored */
+            if (t < CACHE_LABELLED_MAX && ((lab[t >> 3] >> (t & 7)) & 1)) continue;
+            MetricsResult *r = res + (size_t)j * ns + t;
+            r->kase = METRICS_CASE_UNLABELLED;
+            r->dice = r->iou = r->hd95 = r->nsd = NAN;
+        }
         if (j < n_keep) keep[j] = s;
         else report_subject_free(&s);
     }

@@ -19,10 +19,13 @@ typedef struct PrepOptions {
     int         verbosity;     /* 0 silent .. 4 debug */
     int         zstd_level;    /* record compression level */
     int         progress_tty;  /* -1 auto, 0 plain lines, 1 bar */
+    int         missing_empty; /* --missing-masks empty: a subject without some mask files is cached
+                                  partly labelled (those channels unknown) instead of failing */
 } PrepOptions;
 
 typedef struct PrepStats {
     int     n_subjects, n_done, n_skipped, n_failed;
+    int     n_partial;         /* subjects cached partly labelled (--missing-masks empty) */
     int64_t n_slices;
     int64_t bytes_in;          /* .nii(.gz) bytes read */
     int64_t bytes_out;         /* record bytes written */

@@ -121,6 +121,28 @@ static int choose_labels(const char *dataset, const char *first, const PrepOptio
 
 typedef struct Failure { char id[CACHE_ID_MAX]; char msg[600]; } Failure;
 
+/* A subject whose segmentations folder d2 lacks n_missing of the label files (NULL in paths):
+ * lists every missing name on stderr, once. With --missing-masks empty the subject goes on
+ * partly labelled (SEG_OK, or an error when no mask at all is there); else SEG_EIO. */
+static int missing_masks(const PrepOptions *o, const char *d2, const LabelList *labels, char *const *paths, int n_missing,
+                         int bar_drawn)
+{
+    if (o->verbosity >= 1 && (!o->missing_empty || o->verbosity >= 2)) {
+        if (bar_drawn) fputc('\n', stderr);
+        fprintf(stderr, "segprep: %s: %d of %d mask files missing%s:", d2, n_missing, labels->n,
+                o->missing_empty ? " (cached as unlabelled)" : "");
+        for (int c = 0; c < labels->n; c++)
+            if (!paths[c]) fprintf(stderr, " %s", labels->names[c]);
+        fputc('\n', stderr);
+    }
+    if (n_missing == labels->n) return seg_err(SEG_EIO, "%s: no mask file of any of the %d structures", d2, labels->n);
+    if (o->missing_empty) return SEG_OK;
+    int first = 0;
+    while (paths[first]) first++;
+    return seg_err(SEG_EIO, "%s: %d missing masks (%s.nii.gz%s); --missing-masks empty caches the subject partly labelled",
+                   d2, n_missing, labels->names[first], n_missing > 1 ? " and others, listed above" : "");
+}
+
 int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st)
 {
     StrList subs = { 0 };
@@ -129,7 +151,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
     CacheWriter *w = NULL;
     PrepSubjectCtx *ctx = NULL;
     Failure *fails = NULL;
-    char **mask_paths = NULL;
+    char **mask_paths = NULL, **use_paths = NULL;
     int have_split = 0, rc;
     memset(st, 0, sizeof *st);
     double t0 = progress_now();
@@ -149,8 +171,9 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
     if ((rc = labels_write_json(lm, &labels)) < 0) goto out;
     if ((rc = prep_subject_ctx_create(o->threads, o->zstd_level, &ctx)) < 0) goto out;
     mask_paths = calloc((size_t)labels.n, sizeof(char *));
+    use_paths = calloc((size_t)labels.n, sizeof(char *));
     fails = calloc((size_t)subs.n, sizeof(Failure));
-    if (!mask_paths || !fails) { rc = seg_err(SEG_ENOMEM, "subject lists"); goto out; }
+    if (!mask_paths || !use_paths || !fails) { rc = seg_err(SEG_ENOMEM, "subject lists"); goto out; }
     for (int c = 0; c < labels.n; c++)
         if (!(mask_paths[c] = malloc(4300))) { rc = seg_err(SEG_ENOMEM, "paths"); goto out; }
 
@@ -171,17 +194,24 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         char sdir[4200], ct[4300];
         snprintf(sdir, sizeof sdir, "%s/%s", dataset, id);
         find_nifti(ct, sizeof ct, sdir, "ct");
-        int srt = SEG_OK;
-        for (int c = 0; c < labels.n && srt == SEG_OK; c++) {
-            char d2[4250];
-            snprintf(d2, sizeof d2, "%s/segmentations", sdir);
-            if (!find_nifti(mask_paths[c], 4300, d2, labels.names[c]))
-                srt = seg_err(SEG_EIO, "%s/%s.nii.gz: missing mask", d2, labels.names[c]);
+        int srt = SEG_OK, n_missing = 0;
+        char d2[4250];
+        snprintf(d2, sizeof d2, "%s/segmentations", sdir);
+        for (int c = 0; c < labels.n; c++) {
+            use_paths[c] = mask_paths[c];
+            if (!find_nifti(mask_paths[c], 4300, d2, labels.names[c])) { use_paths[c] = NULL; n_missing++; }
         }
+        if (n_missing) srt = missing_masks(o, d2, &labels, use_paths, n_missing, pr.tty && pr.drawn);
         CacheSubject geo;
         CacheRecord *recs = NULL;
         int64_t bin = 0;
-        if (srt == SEG_OK) srt = prep_subject(ctx, ct, mask_paths, labels.n, o->size, &geo, &recs, &bin);
+        if (srt == SEG_OK) srt = prep_subject(ctx, ct, use_paths, labels.n, o->size, &geo, &recs, &bin);
+        if (srt == SEG_OK && n_missing) {
+            geo.partial = 1;
+            for (int c = 0; c < labels.n; c++)
+                if (use_paths[c]) geo.labelled[c >> 3] |= (uint8_t)(1u << (c & 7));
+            st->n_partial++;
+        }
         if (srt == SEG_OK) {
             snprintf(geo.id, sizeof geo.id, "%s", id);
             int sp = have_split ? split_lookup(&split, id) : -1;
@@ -231,6 +261,7 @@ out:
     if (mask_paths)
         for (int c = 0; c < labels.n; c++) free(mask_paths[c]);
     free(mask_paths);
+    free(use_paths);
     free(fails);
     prep_subject_ctx_free(ctx);
     cache_writer_close(w);

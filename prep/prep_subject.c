@@ -202,6 +202,7 @@ static void scan_boxes(const OrientMap *m, const uint8_t *d, Box *box)
 static int do_mask(Subject *S, int c, Job *j)
 {
     const char *path = S->mask_paths[c];
+    if (!path) return SEG_OK;   /* an unlabelled channel (partly labelled subject): no planes */
     NiiVolume *v = NULL;
     uint8_t *bin = NULL;
     int owned = 0, rc = nii_read(path, &v);
@@ -350,7 +351,7 @@ int prep_subject(PrepSubjectCtx *ctx, const char *ct_path, char *const *mask_pat
     if (bytes_in) {
         struct stat st;
         int64_t b = stat(ct_path, &st) == 0 ? st.st_size : 0;
-        for (int c = 0; c < n_channels; c++) b += stat(mask_paths[c], &st) == 0 ? st.st_size : 0;
+        for (int c = 0; c < n_channels; c++) b += mask_paths[c] && stat(mask_paths[c], &st) == 0 ? st.st_size : 0;
         *bytes_in = b;
     }
     *recs_out = S.recs;

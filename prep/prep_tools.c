@@ -32,7 +32,7 @@ int prep_stat(const char *cache_dir, FILE *out)
     }
     if (rc == SEG_OK) {
         cJSON_AddStringToObject(o, "cache", cache_dir);
-        cJSON_AddNumberToObject(o, "format_version", CACHE_FORMAT_VERSION);
+        cJSON_AddNumberToObject(o, "format_version", cache_version(r));
         cJSON_AddNumberToObject(o, "size", cache_size(r));
         cJSON_AddNumberToObject(o, "n_channels", cache_n_channels(r));
         cJSON_AddNumberToObject(o, "n_subjects", cache_n_subjects(r));
@@ -48,6 +48,14 @@ int prep_stat(const char *cache_dir, FILE *out)
         cJSON_AddNumberToObject(o, "file_bytes", (double)cache_file_bytes(r));
         cJSON_AddNumberToObject(o, "mean_present_channels_per_slice", n_slices ? (double)present / (double)n_slices : 0);
         cJSON_AddNumberToObject(o, "mask_voxels_set", (double)vox);
+        cJSON *pl = cJSON_AddObjectToObject(o, "partly_labelled");   /* subject id -> its labelled structures */
+        for (int i = 0; pl && i < cache_n_subjects(r); i++) {
+            const CacheSubject *s = cache_subject(r, i);
+            if (!s->partial) continue;
+            cJSON *a = cJSON_AddArrayToObject(pl, s->id);
+            for (int c = 0; a && c < cache_n_channels(r) && c < CACHE_LABELLED_MAX; c++)
+                if ((s->labelled[c >> 3] >> (c & 7)) & 1) cJSON_AddItemToArray(a, cJSON_CreateString(cache_labels(r)->names[c]));
+        }
         cJSON *lab = cJSON_AddArrayToObject(o, "labels");
         for (int c = 0; c < cache_n_channels(r); c++) cJSON_AddItemToArray(lab, cJSON_CreateString(cache_labels(r)->names[c]));
         char *txt = cJSON_Print(o);

@@ -37,6 +37,10 @@ static void usage(FILE *f)
 "  --level N       zstd level of the records (default 1)\n"
 "  --force         redo subjects that are already in the cache\n"
 "  --strict        stop at the first subject that fails\n"
+"  --missing-masks M  error (default): a subject lacking some mask files fails, every\n"
+"                  missing name listed; empty: it is cached partly labelled, the\n"
+"                  missing structures unknown (never counted as negatives in training\n"
+"                  or scoring), e.g. a CTA with only its vessels labelled\n"
 "  --max-voxels N  refuse volumes with more voxels (default 2^31; env SEGKIT_MAX_VOXELS)\n"
 "  --progress      force the progress bar; --no-progress for plain lines\n"
 "  -q, -v          quieter / more verbose\n"
@@ -98,6 +102,14 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(a, "--labels")) { if (!next) goto missing; o.labels_file = next; i++; }
         else if (!strcmp(a, "--split")) { if (!next) goto missing; o.split_file = next; i++; }
+        else if (!strcmp(a, "--missing-masks")) {
+            if (!next) goto missing;
+            if (strcmp(next, "error") && strcmp(next, "empty")) {
+                fprintf(stderr, "segprep: --missing-masks: '%s' is not error or empty\n", next);
+                return EXIT_USAGE;
+            }
+            o.missing_empty = !strcmp(next, "empty"); i++;
+        }
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "segprep: unknown option '%s' (see segprep --help)\n", a); return EXIT_USAGE; }
         else if (npos < 4) pos[npos++] = a;
         else { fprintf(stderr, "segprep: too many arguments (see segprep --help)\n"); return EXIT_USAGE; }
@@ -127,10 +139,12 @@ int main(int argc, char **argv)
     PrepStats st;
     rc = prep_run(pos[0], pos[1], &o, &st);
     if (rc < 0) return fail(NULL, rc);
+    char partial[48] = "";
+    if (st.n_partial) snprintf(partial, sizeof partial, " (%d partly labelled)", st.n_partial);
     if (o.verbosity >= 2)
-        fprintf(stderr, "segprep: %d subjects: %d written, %d already cached, %d failed; %lld slices in %.2f s "
+        fprintf(stderr, "segprep: %d subjects: %d written%s, %d already cached, %d failed; %lld slices in %.2f s "
                 "(%.1f subjects/s, %.0f slices/s); %.0f bytes per slice\n",
-                st.n_subjects, st.n_done, st.n_skipped, st.n_failed, (long long)st.n_slices, st.seconds,
+                st.n_subjects, st.n_done, partial, st.n_skipped, st.n_failed, (long long)st.n_slices, st.seconds,
                 st.seconds > 0 ? st.n_done / st.seconds : 0, st.seconds > 0 ? st.n_slices / st.seconds : 0,
                 st.n_slices ? (double)st.bytes_out / (double)st.n_slices : 0);
     return st.n_failed ? EXIT_USAGE : EXIT_OK;

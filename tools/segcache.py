@@ -49,8 +49,8 @@ class SegCache:
         if fmt is None:
             raise CacheError(f"{path}: no format record")
         self.format = json.loads(fmt)
-        if self.format.get("magic") != "segkit-cache" or self.format.get("version") != 1:
-            raise CacheError(f"{path}: not a version-1 segkit cache")
+        if self.format.get("magic") != "segkit-cache" or self.format.get("version") not in (1, 2):
+            raise CacheError(f"{path}: not a segkit cache of format version 1 or 2")
         self.size = int(self.format["size"])
         self.labels = list(self.format["labels"])
         self.n_channels = len(self.labels)
@@ -74,6 +74,16 @@ class SegCache:
             if s["id"] == sid:
                 return s
         raise KeyError(sid)
+
+    def labelled(self, sid):
+        """bool [C]: the channels labelled in subject sid (all True unless it is partly labelled;
+        the others are unknown there, not negative)."""
+        s = self.subject(sid)
+        out = np.ones(self.n_channels, dtype=bool)
+        if "labelled" in s:
+            out[:] = False
+            out[np.asarray(s["labelled"], dtype=np.int64)] = True
+        return out
 
     def raw(self, sid, z):
         s = self.subject(sid)

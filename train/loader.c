@@ -28,7 +28,7 @@ typedef struct Sample { int32_t subject, z; } Sample;
 
 typedef struct Slot {
     float   *img;
-    uint8_t *bits, *pres;
+    uint8_t *bits, *pres, *lab;
     int     *fg;
     int      n;
     int64_t  batch;          /* batch held, valid when it equals the one asked for */
@@ -50,6 +50,7 @@ struct Loader {
     LoaderOptions o;
     int           H, W, C;
     size_t        plane, pbytes;
+    int           partial;    /* some subject of the split is partly labelled: batches carry labelled[] */
     Sample       *samples;
     int64_t       n;
     int32_t      *perm;
@@ -144,7 +145,7 @@ void loader_free(Loader *l)
         free(w->hu); free(w->bits); free(w->pres); free(w->map);
     }
     for (int i = 0; i < l->Q && l->slots; i++) {
-        free(l->slots[i].img); free(l->slots[i].bits); free(l->slots[i].pres); free(l->slots[i].fg);
+        free(l->slots[i].img); free(l->slots[i].bits); free(l->slots[i].pres); free(l->slots[i].lab); free(l->slots[i].fg);
     }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv_work);
@@ -226,7 +227,12 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
 
     int64_t total = 0;
     for (int i = 0; i < cache_n_subjects(r); i++)
-        if (cache_subject(r, i)->split == split) total += cache_subject(r, i)->n_slices;
+        if (cache_subject(r, i)->split == split) {
+            total += cache_subject(r, i)->n_slices;
+            l->partial |= cache_subject(r, i)->partial;
+        }
+    if (l->partial && l->C > CACHE_LABELLED_MAX)
+        { rc = seg_err(SEG_EFORMAT, "loader: partly labelled subjects in a cache of %d channels (at most %d)", l->C, CACHE_LABELLED_MAX); goto fail; }
     l->n = max_slices > 0 && max_slices < total ? max_slices : total;
     l->samples = malloc(sizeof *l->samples * (size_t)(l->n + 1));
     l->perm = malloc(sizeof *l->perm * (size_t)(l->n + 1));
@@ -258,9 +264,10 @@ int loader_create(CacheReader *r, int split, int64_t max_slices, const LoaderOpt
         s->img = malloc(sizeof(float) * B * (size_t)l->CH * HW);
         s->bits = malloc(B * (size_t)l->C * l->plane);
         s->pres = malloc(B * l->pbytes);
+        s->lab = malloc(B * l->pbytes);
         s->fg = malloc(sizeof(int) * B);
         s->batch = -1;
-        if (!s->img || !s->bits || !s->pres || !s->fg) {
+        if (!s->img || !s->bits || !s->pres || !s->lab || !s->fg) {
             rc = seg_err(SEG_ENOMEM, "loader: %d batch slots of %zu MB", l->Q,
                          (B * (HW * 4 * (size_t)l->CH + (size_t)l->C * l->plane)) >> 20);
             goto fail;
@@ -397,7 +404,10 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos, int fg)
     const CacheSubject *subj = cache_subject(l->r, sm.subject);
     float *img = s->img + (size_t)i * l->CH * HW;
     uint8_t *bits = s->bits + (size_t)i * C * l->plane, *pres = s->pres + (size_t)i * l->pbytes;
+    uint8_t *lab = s->lab + (size_t)i * l->pbytes;
     s->fg[i] = st;
+    if (subj->partial) memcpy(lab, subj->labelled, l->pbytes);   /* C <= CACHE_LABELLED_MAX for such caches */
+    else memset(lab, 0xFF, l->pbytes);
     if (!l->o.aug) {
         TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, bits, pres, 0));
         loader_normalise_hu(w->hu, img + (size_t)K * HW, HW, l->o.hu_lo, l->o.hu_hi);
@@ -415,6 +425,11 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos, int fg)
     a.ca = cos(ang);
     a.sa = sin(ang);
     if (st >= 0 && a.flip_lr) s->fg[i] = l->lr[st];
+    if (subj->partial && a.flip_lr) {   /* the labelled set follows the left/right swap */
+        memset(lab, 0, l->pbytes);
+        for (int c = 0; c < C; c++)
+            if ((subj->labelled[c >> 3] >> (c & 7)) & 1) lab[l->lr[c] >> 3] |= (uint8_t)(1u << (l->lr[c] & 7));
+    }
     warp_image(l, w->hu, img + (size_t)K * HW, w->map, &a);
     memset(pres, 0, l->pbytes);
     for (int c = 0; c < C; c++) {
@@ -521,6 +536,7 @@ int loader_next(Loader *l, LoaderBatch *b)
     b->img = s->img;
     b->bits = s->bits;
     b->presence = s->pres;
+    b->labelled = l->partial ? s->lab : NULL;
     b->fg = s->fg;
     l->holding = (int)(l->next_read % l->Q);
     l->next_read++;

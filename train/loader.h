@@ -54,6 +54,8 @@ typedef struct LoaderBatch {
     const float   *img;      /* (n, 2K+1, H, W), channels z-K..z+K (K = context) */
     const uint8_t *bits;     /* n x C planes of H*W/8 bytes */
     const uint8_t *presence; /* n x (C+7)/8 bytes */
+    const uint8_t *labelled; /* n x (C+7)/8 bytes: bit c set = channel c labelled in that sample's
+                                subject; NULL when every subject of the split is fully labelled */
     const int     *fg;       /* n: the structure a foreground-first sample was drawn for, as
                                 a channel of this batch (after a left-right flip's swap), else -1 */
 } LoaderBatch;

@@ -16,10 +16,10 @@ int prior_foreground(CacheReader *r, int split, int64_t max_slices, double *frac
     if (used) *used = 0;
     if (!total) return SEG_OK;
     const int64_t take = max_slices > 0 && max_slices < total ? max_slices : total;
-    int64_t *cnt = calloc((size_t)C, sizeof *cnt);
+    int64_t *cnt = calloc((size_t)C, sizeof *cnt), *den = calloc((size_t)C, sizeof *den);
     uint8_t *bits = malloc(pb * (size_t)C), *pres = malloc(prb);
     CacheCursor *cur = NULL;
-    int rc = cnt && bits && pres ? cache_cursor_open(r, &cur) : seg_err(SEG_ENOMEM, "prior: %d planes", C);
+    int rc = cnt && den && bits && pres ? cache_cursor_open(r, &cur) : seg_err(SEG_ENOMEM, "prior: %d planes", C);
     /* slice k of the split (in cache order) is counted when it is the first at or after
      * j * total / take for some j: take slices, evenly spaced */
     int64_t k = 0, next = 0, j = 0;
@@ -29,7 +29,10 @@ int prior_foreground(CacheReader *r, int split, int64_t max_slices, double *frac
         for (int z = 0; rc == SEG_OK && z < s->n_slices && j < take; z++, k++) {
             if (k < next) continue;
             rc = cache_read_slice(cur, s, z, NULL, bits, pres, 0);
+            const uint8_t *lab = cache_subject_labelled(s);
             for (int c = 0; rc == SEG_OK && c < C; c++) {
+                if (lab && (c >= CACHE_LABELLED_MAX || !((lab[c >> 3] >> (c & 7)) & 1))) continue;   /* unknown here */
+                den[c]++;
                 if (!((pres[c >> 3] >> (c & 7)) & 1)) continue;
                 const uint8_t *p = bits + (size_t)c * pb;
                 int64_t n = 0;
@@ -41,12 +44,13 @@ int prior_foreground(CacheReader *r, int split, int64_t max_slices, double *frac
         }
     }
     if (rc == SEG_OK) {
-        const double px = (double)j * (double)pb * 8.0;
-        for (int c = 0; c < C; c++) frac[c] = cnt[c] / px;
+        const double px = (double)pb * 8.0;
+        for (int c = 0; c < C; c++) frac[c] = den[c] ? cnt[c] / (px * (double)den[c]) : 0;
         if (used) *used = j;
     }
     cache_cursor_close(cur);
     free(cnt);
+    free(den);
     free(bits);
     free(pres);
     return rc;

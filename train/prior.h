@@ -7,7 +7,8 @@
 #include "unet.h"
 
 /* Foreground fraction of every channel over the slices of split: frac[c] = set pixels of
- * channel c / (slices x size^2). Counts the masks of at most max_slices slices, evenly
+ * channel c / (slices x size^2), counting only the slices of subjects where c is labelled
+ * (a partly labelled subject's unknown channels are left out; none: 0). Counts the masks of at most max_slices slices, evenly
  * spaced over the split (0: every slice), so a huge cache costs a bounded start-up; the
  * images are not decoded. *used (may be NULL) gets the slices counted (0 for an empty
  * split: frac is then all 0). Deterministic. Cache errors name the subject and slice. */

@@ -449,10 +449,10 @@ static int validate(Unet *m, Loader *val, int C, ValResult *r)
     while (rc >= 0 && (rc = loader_next(val, &b)) == 1) {
         if ((rc = unet_forward(m, b.img, b.n, 0)) < 0) break;
         float loss;
-        if ((rc = unet_loss(m, b.bits, b.presence, b.n, &loss)) < 0) break;
+        if ((rc = unet_loss_masked(m, b.bits, b.presence, b.labelled, b.n, &loss)) < 0) break;
         sum += (double)loss * b.n;
         n += b.n;
-        if ((rc = unet_dice_counts(m, b.bits, b.presence, b.n, tp, fp, fn)) < 0) break;
+        if ((rc = unet_dice_counts_masked(m, b.bits, b.presence, b.labelled, b.n, tp, fp, fn)) < 0) break;
         if (g_stop) break;
     }
     if (rc >= 0) {
@@ -858,7 +858,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         if (b.index == 0) he->lr = lr;
         if ((rc = unet_forward(r->m, b.img, b.n, 1)) < 0) break;
         float loss;
-        if ((rc = unet_loss(r->m, b.bits, b.presence, b.n, &loss)) < 0) break;
+        if ((rc = unet_loss_masked(r->m, b.bits, b.presence, b.labelled, b.n, &loss)) < 0) break;
         if (!isfinite(loss)) {
             rc = seg_err(SEG_EARG, "the loss became %g at epoch %d, batch %d: lower --lr or use --clip-grad", loss, epoch, b.index);
             break;
