@@ -98,6 +98,14 @@ static char *subject_to_json(const CacheSubject *s)
     cJSON_AddItemToObject(o, "res_spacing", num_array(s->res_spacing, 3));
     cJSON_AddItemToObject(o, "res_affine", num_array(&s->res_affine[0][0], 16));
     cJSON_AddNumberToObject(o, "n_voxels_set", (double)s->n_voxels_set);
+    if (s->fp_inputs) {   /* 64-bit values as hex strings: JSON numbers are doubles */
+        char hx[17];
+        cJSON *f = cJSON_AddObjectToObject(o, "fingerprint");
+        snprintf(hx, sizeof hx, "%016llx", (unsigned long long)s->fp_inputs);
+        if (f) cJSON_AddStringToObject(f, "inputs", hx);
+        snprintf(hx, sizeof hx, "%016llx", (unsigned long long)s->fp_content);
+        if (f) cJSON_AddStringToObject(f, "content", hx);
+    }
     if (s->partial) {   /* the labelled channels' indices; absent: every channel labelled */
         cJSON *a = cJSON_AddArrayToObject(o, "labelled");
         for (int c = 0; a && c < CACHE_LABELLED_MAX; c++)
@@ -157,6 +165,15 @@ static int subject_from_json(const char *txt, size_t n, CacheSubject *s)
         bad |= get_nums(o, "canon_affine", &s->canon_affine[0][0], 16);
         bad |= get_nums(o, "res_spacing", s->res_spacing, 3);
         bad |= get_nums(o, "res_affine", &s->res_affine[0][0], 16);
+        const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "fingerprint");
+        if (fp) {
+            const cJSON *fi = cJSON_GetObjectItemCaseSensitive(fp, "inputs"), *fc = cJSON_GetObjectItemCaseSensitive(fp, "content");
+            unsigned long long a = 0, b = 0;
+            bad |= !cJSON_IsString(fi) || !cJSON_IsString(fc) || sscanf(fi->valuestring, "%16llx", &a) != 1 ||
+                   sscanf(fc->valuestring, "%16llx", &b) != 1;
+            s->fp_inputs = a;
+            s->fp_content = b;
+        }
         const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "labelled"), *it;
         if (lab) {
             s->partial = 1;
@@ -545,6 +562,97 @@ int cache_writer_has(CacheWriter *w, const char *id)
     int found = mdb_get(txn, w->dbi_subj, &k, &v) == 0;
     mdb_txn_abort(txn);
     return found;
+}
+
+int cache_writer_get(CacheWriter *w, const char *id, CacheSubject *out)
+{
+    MDB_txn *txn;
+    int e = mdb_txn_begin(w->env, NULL, MDB_RDONLY, &txn);
+    if (e) return seg_err(SEG_EDB, "%s: %s", w->dir, mdb_strerror(e));
+    MDB_val k = { strlen(id), (void *)id }, v;
+    e = mdb_get(txn, w->dbi_subj, &k, &v);
+    int rc = e == MDB_NOTFOUND ? 0 : e ? seg_err(SEG_EDB, "%s: subject %s: %s", w->dir, id, mdb_strerror(e))
+           : subject_from_json(v.mv_data, v.mv_size, out) < 0 ? seg_err(SEG_EFORMAT, "%s: corrupt subject record %s", w->dir, id) : 1;
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* Rewrite (json != NULL) or delete (json NULL, with its slices) subject id's record. */
+static int rewrite_subject(CacheWriter *w, const char *id, const char *json, const CacheSubject *old)
+{
+    MDB_txn *txn;
+    int e = mdb_txn_begin(w->env, NULL, 0, &txn);
+    if (e) return seg_err(SEG_EDB, "%s: %s", w->dir, mdb_strerror(e));
+    MDB_val k = { strlen(id), (void *)id }, jv = { json ? strlen(json) : 0, (void *)json };
+    if (json) e = mdb_put(txn, w->dbi_subj, &k, &jv, 0);
+    else {
+        e = mdb_del(txn, w->dbi_subj, &k, NULL);
+        for (int z = 0; z < old->n_slices && (e == 0 || e == MDB_NOTFOUND); z++) {
+            uint8_t key[8];
+            slice_key(key, old->index, (uint32_t)z);
+            MDB_val sk = { 8, key };
+            e = mdb_del(txn, w->dbi_slices, &sk, NULL);
+        }
+        if (e == MDB_NOTFOUND) e = 0;
+    }
+    if (e) { mdb_txn_abort(txn); return seg_err(SEG_EDB, "%s: subject %s: %s", w->dir, id, mdb_strerror(e)); }
+    e = mdb_txn_commit(txn);
+    return e ? seg_err(SEG_EDB, "%s: subject %s: %s", w->dir, id, mdb_strerror(e)) : SEG_OK;
+}
+
+int cache_writer_set_split(CacheWriter *w, const char *id, int split)
+{
+    CacheSubject s;
+    int rc = cache_writer_get(w, id, &s);
+    if (rc <= 0) return rc < 0 ? rc : seg_err(SEG_EARG, "%s: no subject %s", w->dir, id);
+    s.split = split;
+    char *json = subject_to_json(&s);
+    if (!json) return seg_err(SEG_ENOMEM, "%s: subject %s", w->dir, id);
+    rc = rewrite_subject(w, id, json, &s);
+    free(json);
+    return rc;
+}
+
+int cache_writer_remove(CacheWriter *w, const char *id)
+{
+    CacheSubject s;
+    int rc = cache_writer_get(w, id, &s);
+    if (rc <= 0) return rc < 0 ? rc : seg_err(SEG_EARG, "%s: no subject %s", w->dir, id);
+    return rewrite_subject(w, id, NULL, &s);
+}
+
+int cache_writer_ids(CacheWriter *w, char ***ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int e = mdb_txn_begin(w->env, NULL, MDB_RDONLY, &txn);
+    if (e) return seg_err(SEG_EDB, "%s: %s", w->dir, mdb_strerror(e));
+    if ((e = mdb_cursor_open(txn, w->dbi_subj, &cur))) { mdb_txn_abort(txn); return seg_err(SEG_EDB, "%s: %s", w->dir, mdb_strerror(e)); }
+    MDB_val k, v;
+    int rc = SEG_OK, cap = 0;
+    for (e = mdb_cursor_get(cur, &k, &v, MDB_FIRST); e == 0 && rc == SEG_OK; e = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (*n == cap) {
+            char **t = realloc(*ids, sizeof *t * (size_t)(cap = cap ? 2 * cap : 64));
+            if (!t) { rc = seg_err(SEG_ENOMEM, "subject ids"); break; }
+            *ids = t;
+        }
+        char *s = malloc(k.mv_size + 1);
+        if (!s) { rc = seg_err(SEG_ENOMEM, "subject ids"); break; }
+        memcpy(s, k.mv_data, k.mv_size);
+        s[k.mv_size] = 0;
+        (*ids)[(*n)++] = s;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (rc < 0) {
+        for (int i = 0; i < *n; i++) free((*ids)[i]);
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 /* One attempt at the subject transaction; returns an LMDB code. */

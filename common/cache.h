@@ -34,6 +34,9 @@ typedef struct CacheSubject {
     double   res_spacing[3];     /* mm per cached column, row, slice */
     double   res_affine[4][4];   /* cached voxel (c, r, k) -> world; axes point L, P, S */
     int64_t  n_voxels_set;       /* mask voxels set over all channels, after resampling */
+    uint64_t fp_inputs;          /* fingerprint of the inputs as found: prep parameters, file names,
+                                    sizes, mtimes (0: none, a cache from before fingerprints) */
+    uint64_t fp_content;         /* hash of the input files' bytes, computed while segprep read them */
     int      partial;            /* 1: only the channels set in labelled[] have masks; the others
                                     are unknown (not negative) in every slice */
     uint8_t  labelled[CACHE_LABELLED_MAX / 8];   /* bit c: channel c labelled (used when partial) */
@@ -99,6 +102,14 @@ int  cache_writer_open(const char *dir, int size, const LabelList *labels, Cache
 void cache_writer_close(CacheWriter *w);                 /* NULL-safe */
 /* 1 if subject id is already complete in the cache. */
 int  cache_writer_has(CacheWriter *w, const char *id);
+/* The cached record of subject id into *out: 1 found, 0 not there, < 0 error. */
+int  cache_writer_get(CacheWriter *w, const char *id, CacheSubject *out);
+/* Change subject id's split (the record only, one transaction; the slices stay). */
+int  cache_writer_set_split(CacheWriter *w, const char *id, int split);
+/* Remove subject id and its slices in one transaction. */
+int  cache_writer_remove(CacheWriter *w, const char *id);
+/* The ids of every cached subject: *ids (n strings, all malloc'd; free each, then the array). */
+int  cache_writer_ids(CacheWriter *w, char ***ids, int *n);
 /* One encoded slice, as produced by cache_encode_slice (owned by the caller). */
 typedef struct CacheRecord { void *data; size_t size; int64_t n_set; } CacheRecord;
 /* Encode one slice into rec->data (malloc'd): img is size*size int16 HU; planes[c] is the

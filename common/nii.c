@@ -498,6 +498,26 @@ static int pread_all(int fd, void *dst, size_t n, off_t off, size_t *got)
     return 0;
 }
 
+uint64_t nii_hash(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    const uint64_t k = 0x9E3779B97F4A7C15ull;
+    h ^= (uint64_t)n * k;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {   /* 8 bytes a step: xor, multiply, rotate */
+        uint64_t x;
+        memcpy(&x, b + i, 8);
+        h = ((h ^ x) * k);
+        h = (h << 31) | (h >> 33);
+    }
+    uint64_t t = 0;
+    for (size_t j = 0; i < n; i++, j++) t |= (uint64_t)b[i] << (8 * j);
+    h = (h ^ t) * k;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 32);
+}
+
 static int read_file(const char *path, int header_only, NiiVolume **out)
 {
     *out = NULL;
@@ -525,6 +545,7 @@ static int read_file(const char *path, int header_only, NiiVolume **out)
             if (got < want) { rc = seg_err(SEG_EIO, "%s: file shrank while reading (%zu of %zu bytes)", path, got, want); goto out; }
             if (!(v = calloc(1, sizeof *v))) { rc = seg_err(SEG_ENOMEM, "%s: cannot allocate a volume", path); goto out; }
             rc = read_gz(buf, want, path, header_only, want == size, v);
+            if (rc >= 0 && !header_only) v->file_hash = nii_hash(0, buf, want);
             if (rc != 1) break;
             free(buf); buf = NULL; nii_free(v); v = NULL;
             want = size;
@@ -534,6 +555,7 @@ static int read_file(const char *path, int header_only, NiiVolume **out)
     if (!(v = calloc(1, sizeof *v))) { rc = seg_err(SEG_ENOMEM, "%s: cannot allocate a volume", path); goto out; }
     NiiLayout L;
     if ((rc = parse_header(head, got, path, v, &L)) < 0 || header_only) goto out;
+    const uint64_t head_hash = nii_hash(0, head, got);
     const uint64_t end = (uint64_t)L.vox_offset + L.nbytes;
     if (end > size) {
         rc = seg_err(SEG_EIO, "%s: truncated NIfTI data (got %zu of %llu bytes)", path, size, (unsigned long long)end);
@@ -549,6 +571,7 @@ static int read_file(const char *path, int header_only, NiiVolume **out)
                      (unsigned long long)(L.vox_offset + got), (unsigned long long)end);
         goto out;
     }
+    v->file_hash = nii_hash(head_hash, v->data, L.nbytes);
     if (L.swap) swap_data(v->data, L.nbytes / (size_t)v->bytes_per_voxel, v->bytes_per_voxel);
 out:
     close(fd);

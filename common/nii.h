@@ -26,7 +26,13 @@ typedef struct NiiVolume {
                               the file has scl_slope == 0 or non-finite */
     int     version;       /* 1 or 2, as read; nii_write writes version 1 */
     void   *data;          /* nx*ny*nz voxels, x fastest; owned; NULL after nii_read_header */
+    uint64_t file_hash;    /* nii_read: nii_hash of the file's bytes as read (the compressed bytes
+                              of a .nii.gz; header and data of a .nii), 0 after nii_read_header */
 } NiiVolume;
+
+/* A fast 64-bit hash of n bytes continuing from h (start with 0): the content part of
+ * segprep's input fingerprints. Not cryptographic. */
+uint64_t nii_hash(uint64_t h, const void *p, size_t n);
 
 /* Read a whole volume. *out is owned by the caller (nii_free). Errors name the path:
  * SEG_EIO (missing, truncated, bad gzip or CRC), SEG_EFORMAT (not NIfTI, bad dims, unknown

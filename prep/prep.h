@@ -19,6 +19,7 @@ typedef struct PrepOptions {
     int         verbosity;     /* 0 silent .. 4 debug */
     int         zstd_level;    /* record compression level */
     int         progress_tty;  /* -1 auto, 0 plain lines, 1 bar */
+    int         prune;         /* --prune: remove cached subjects that are gone from the dataset */
     int         missing_empty; /* --missing-masks empty: a subject without some mask files is cached
                                   partly labelled (those channels unknown) instead of failing */
 } PrepOptions;
@@ -26,6 +27,11 @@ typedef struct PrepOptions {
 typedef struct PrepStats {
     int     n_subjects, n_done, n_skipped, n_failed;
     int     n_partial;         /* subjects cached partly labelled (--missing-masks empty) */
+    int     n_folders_skipped; /* dataset folders that are not subjects (reported on stderr) */
+    int     n_replaced;        /* cached subjects whose input files changed: re-prepped */
+    int     n_split_changed;   /* cached subjects whose split changed: record updated, not re-prepped */
+    int     n_gone;            /* cached subjects no longer in the dataset (removed with --prune) */
+    int     n_split_unmatched; /* split-file ids with no subject folder (reported on stderr) */
     int64_t n_slices;
     int64_t bytes_in;          /* .nii(.gz) bytes read */
     int64_t bytes_out;         /* record bytes written */
@@ -39,6 +45,16 @@ void prep_default_options(PrepOptions *o);
 /* Run over a dataset. Failed subjects are reported on stderr and counted; the return is
  * SEG_OK unless something outside a subject failed (cache, labels, split file). */
 int  prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st);
+/* DIR/STEM.nii.gz, else DIR/STEM.nii, into out: 1 when one exists. */
+int  prep_find_nifti(char *out, size_t cap, const char *dir, const char *stem);
+/* Fingerprint of a subject's inputs as found: the slice size, the label names and, per file
+ * (the CT, then each channel's mask or its absence: mask_paths[c] NULL), its path's last two
+ * components, size and modification time. A rerun skips a subject whose fingerprint is
+ * unchanged and re-preps one whose fingerprint differs. Never 0. */
+uint64_t prep_fingerprint(int size, const LabelList *labels, const char *ct_path, char *const *mask_paths);
+/* segprep stat CACHE --check DATASET: per subject unchanged / changed / split changed /
+ * new in the dataset / gone from it, as JSON on out (the split as segprep would set it). */
+int  prep_check(const char *cache_dir, const char *dataset, const char *split_file, FILE *out);
 
 /* Process one subject folder into n_slices encoded records (caller frees each .data and
  * the array) and its geometry. mask_paths[c] is the file of channel c. */

@@ -7,6 +7,7 @@
 #include "progress.h"
 #include "split.h"
 #include <dirent.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,7 +47,7 @@ static void strlist_free(StrList *l)
 }
 
 /* ct.nii.gz, or ct.nii; 0 if neither. */
-static int find_nifti(char *out, size_t cap, const char *dir, const char *stem)
+int prep_find_nifti(char *out, size_t cap, const char *dir, const char *stem)
 {
     snprintf(out, cap, "%s/%s.nii.gz", dir, stem);
     if (fs_is_file(out)) return 1;
@@ -54,8 +55,9 @@ static int find_nifti(char *out, size_t cap, const char *dir, const char *stem)
     return fs_is_file(out);
 }
 
-/* Subject folders (those with a ct.nii[.gz]), sorted. */
-static int list_subjects(const char *dataset, StrList *out)
+/* Subject folders (those with a ct.nii[.gz]), sorted. Every other entry that is a folder is
+ * reported on stderr with why it is skipped (verbosity >= 1), and counted in *n_skipped. */
+static int list_subjects(const char *dataset, const PrepOptions *o, StrList *out, int *n_skipped)
 {
     DIR *d = opendir(dataset);
     if (!d) return seg_err(SEG_EIO, "%s: cannot open dataset directory", dataset);
@@ -64,9 +66,13 @@ static int list_subjects(const char *dataset, StrList *out)
     int rc = SEG_OK;
     while (rc == SEG_OK && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
-        if (strlen(e->d_name) >= CACHE_ID_MAX) continue;
         snprintf(path, sizeof path, "%s/%s", dataset, e->d_name);
-        if (fs_is_dir(path) && find_nifti(f, sizeof f, path, "ct")) rc = strlist_push(out, e->d_name);
+        if (!fs_is_dir(path)) continue;   /* meta.csv, README...: not subjects */
+        const char *why = strlen(e->d_name) >= CACHE_ID_MAX ? "its name is too long for a subject id"
+                        : !prep_find_nifti(f, sizeof f, path, "ct") ? "no ct.nii.gz or ct.nii in it" : NULL;
+        if (!why) { rc = strlist_push(out, e->d_name); continue; }
+        (*n_skipped)++;
+        if (o->verbosity >= 1) fprintf(stderr, "segprep: skipping folder %s: %s\n", path, why);
     }
     closedir(d);
     if (rc == SEG_OK && out->n == 0)
@@ -143,6 +149,94 @@ static int missing_masks(const PrepOptions *o, const char *d2, const LabelList *
                    d2, n_missing, labels->names[first], n_missing > 1 ? " and others, listed above" : "");
 }
 
+/* The cache folder must not be the dataset or inside it, and a non-empty folder must be a
+ * segkit cache (data.mdb), never some other folder that LMDB files would be dropped into. */
+static int check_cache_dir(const char *dataset, const char *cache_dir)
+{
+    char rd[PATH_MAX], rc_[PATH_MAX], probe[PATH_MAX];
+    if (!realpath(dataset, rd)) return seg_err(SEG_EIO, "%s: cannot open dataset directory", dataset);
+    /* the cache may not exist yet: resolve its nearest existing ancestor */
+    snprintf(probe, sizeof probe, "%s", cache_dir);
+    char tail[PATH_MAX] = "";
+    while (!realpath(probe, rc_)) {
+        char *sl = strrchr(probe, '/');
+        char t2[PATH_MAX];
+        snprintf(t2, sizeof t2, "/%s%s", sl ? sl + 1 : probe, tail);
+        snprintf(tail, sizeof tail, "%s", t2);
+        if (!sl) { if (!getcwd(rc_, sizeof rc_)) return seg_err(SEG_EIO, "getcwd"); break; }
+        if (sl == probe) { snprintf(rc_, sizeof rc_, "/"); break; }
+        *sl = 0;
+    }
+    char full[2 * PATH_MAX];
+    snprintf(full, sizeof full, "%s%s", strcmp(rc_, "/") ? rc_ : "", tail);
+    const size_t nd = strlen(rd);
+    if (!strcmp(full, rd))
+        return seg_err(SEG_EARG, "%s: the cache folder is the dataset folder; give the cache its own folder", cache_dir);
+    if (!strncmp(full, rd, nd) && full[nd] == '/')
+        return seg_err(SEG_EARG, "%s: the cache folder is inside the dataset %s; put it outside the dataset", cache_dir, dataset);
+    DIR *d = opendir(cache_dir);
+    if (!d) return SEG_OK;   /* a new folder */
+    struct dirent *e;
+    char other[256] = "";
+    int has_db = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!strcmp(e->d_name, "data.mdb")) has_db = 1;
+        else if (strcmp(e->d_name, "lock.mdb") && strcmp(e->d_name, "label_map.json") && !other[0])
+            snprintf(other, sizeof other, "%s", e->d_name);
+    }
+    closedir(d);
+    if (!has_db && other[0])
+        return seg_err(SEG_EARG, "%s: not empty and not a segkit cache (holds %s, no data.mdb); use an empty or new folder",
+                       cache_dir, other);
+    return SEG_OK;
+}
+
+/* --labels names checked against the first subject's mask files, up front: every name
+ * with no file there is listed in one error (unless --missing-masks empty). */
+static int check_label_names(const char *dataset, const char *first, const PrepOptions *o, const LabelList *labels)
+{
+    char dir[4200];
+    StrList have = { 0 };
+    snprintf(dir, sizeof dir, "%s/%s", dataset, first);
+    TRY(list_masks(dir, &have));
+    char msg[700] = "";
+    int n_bad = 0, k = 0;
+    for (int c = 0; c < labels->n; c++) {
+        int found = 0;
+        for (int j = 0; j < have.n && !found; j++) found = !strcmp(have.v[j], labels->names[c]);
+        if (found) continue;
+        if (n_bad++ < 12 && k < (int)sizeof msg - 1) k += snprintf(msg + k, sizeof msg - (size_t)k, "%s%s", n_bad > 1 ? ", " : "", labels->names[c]);
+    }
+    strlist_free(&have);
+    if (!n_bad || o->missing_empty) return SEG_OK;
+    return seg_err(SEG_EARG, "%s: %d of its %d names have no mask file in %s/segmentations (%s%s); check the names, or use "
+                   "--missing-masks empty for partly labelled data", o->labels_file, n_bad, labels->n, dir, msg,
+                   n_bad > 12 ? ", ..." : "");
+}
+
+/* Cached subjects with no folder in the dataset any more: reported, removed with --prune. */
+static int prune_gone(CacheWriter *w, const StrList *subs, const PrepOptions *o, PrepStats *st)
+{
+    char **ids;
+    int n;
+    TRY(cache_writer_ids(w, &ids, &n));
+    int rc = SEG_OK;
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < subs->n && !found; j++) found = !strcmp(subs->v[j], ids[i]);
+        if (found) continue;
+        if (o->prune && rc == SEG_OK) rc = cache_writer_remove(w, ids[i]);
+        if (rc == SEG_OK) st->n_gone++;
+        if (rc == SEG_OK && o->verbosity >= 1)
+            fprintf(stderr, "segprep: cached subject %s is no longer in the dataset: %s\n", ids[i],
+                    o->prune ? "removed (--prune)" : "kept; --prune removes it");
+    }
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    return rc;
+}
+
 int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st)
 {
     StrList subs = { 0 };
@@ -156,14 +250,25 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
     memset(st, 0, sizeof *st);
     double t0 = progress_now();
 
-    if ((rc = list_subjects(dataset, &subs)) < 0) goto out;
+    if ((rc = check_cache_dir(dataset, cache_dir)) < 0) goto out;
+    if ((rc = list_subjects(dataset, o, &subs, &st->n_folders_skipped)) < 0) goto out;
     if ((rc = choose_labels(dataset, subs.v[0], o, &labels)) < 0) goto out;
+    if (o->labels_file && (rc = check_label_names(dataset, subs.v[0], o, &labels)) < 0) goto out;
     char split_path[4200];
     if (o->split_file) snprintf(split_path, sizeof split_path, "%s", o->split_file);
     else snprintf(split_path, sizeof split_path, "%s/meta.csv", dataset);
     if (o->split_file || fs_is_file(split_path)) {
         if ((rc = split_read_csv(split_path, &split)) < 0) goto out;
         have_split = 1;
+        for (int i = 0; i < split.n; i++) {   /* ids with no subject folder: said, once each */
+            int found = 0;
+            for (int j = 0; j < subs.n && !found; j++) found = !strcmp(subs.v[j], split.ids[i]);
+            if (found) continue;
+            st->n_split_unmatched++;
+            if (o->verbosity >= 1)
+                fprintf(stderr, "segprep: %s names %s, but %s/%s is not a subject folder (missing, or no ct.nii.gz)\n",
+                        split_path, split.ids[i], dataset, split.ids[i]);
+        }
     }
     if ((rc = cache_writer_open(cache_dir, o->size, &labels, &w)) < 0) goto out;
     char lm[4200];
@@ -190,18 +295,52 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         snprintf(extra, sizeof extra, "%lld slices, %d failed", (long long)st->n_slices, st->n_failed);
         progress_update(&pr, i, extra);
         pr.done = i + 1;
-        if (!o->force && cache_writer_has(w, id)) { st->n_skipped++; continue; }
         char sdir[4200], ct[4300];
         snprintf(sdir, sizeof sdir, "%s/%s", dataset, id);
-        find_nifti(ct, sizeof ct, sdir, "ct");
+        prep_find_nifti(ct, sizeof ct, sdir, "ct");
         int srt = SEG_OK, n_missing = 0;
         char d2[4250];
         snprintf(d2, sizeof d2, "%s/segmentations", sdir);
         for (int c = 0; c < labels.n; c++) {
             use_paths[c] = mask_paths[c];
-            if (!find_nifti(mask_paths[c], 4300, d2, labels.names[c])) { use_paths[c] = NULL; n_missing++; }
+            if (!prep_find_nifti(mask_paths[c], 4300, d2, labels.names[c])) { use_paths[c] = NULL; n_missing++; }
         }
-        if (n_missing) srt = missing_masks(o, d2, &labels, use_paths, n_missing, pr.tty && pr.drawn);
+        const uint64_t fp = prep_fingerprint(o->size, &labels, ct, use_paths);
+        int sp = have_split ? split_lookup(&split, id) : -1;
+        if (sp < 0 && !have_split && subs.n < SMALL_DATASET) {
+            if (!warned_split++ && o->verbosity >= 2)
+                fprintf(stderr, "segprep: note: %d subjects and no meta.csv: all go to the train split\n", subs.n);
+            sp = CACHE_SPLIT_TRAIN;
+        }
+        if (sp < 0) {
+            if (have_split && !warned_split++ && o->verbosity >= 2)
+                fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
+            sp = split_hash(id);
+        }
+        CacheSubject old;
+        const int have = o->force ? 0 : cache_writer_get(w, id, &old);
+        if (have < 0) srt = have;
+        else if (have && old.fp_inputs == fp) {   /* unchanged inputs: at most the split moves */
+            if (old.split != sp) {
+                if ((srt = cache_writer_set_split(w, id, sp)) == SEG_OK) {
+                    st->n_split_changed++;
+                    if (o->verbosity >= 1) {
+                        if (pr.tty && pr.drawn) fputc('\n', stderr);
+                        fprintf(stderr, "segprep: %s: split %s -> %s (not re-prepped: its files are unchanged)\n", id,
+                                cache_split_name(old.split), cache_split_name(sp));
+                    }
+                }
+            }
+            if (srt == SEG_OK) { st->n_skipped++; continue; }
+        } else if (have) {
+            st->n_replaced++;
+            if (o->verbosity >= 1) {
+                if (pr.tty && pr.drawn) fputc('\n', stderr);
+                fprintf(stderr, "segprep: %s: %s; re-prepping it (the cached one stays until the new one is written)\n", id,
+                        old.fp_inputs ? "its files changed since it was cached" : "cached without a fingerprint (older segprep)");
+            }
+        }
+        if (srt == SEG_OK && n_missing) srt = missing_masks(o, d2, &labels, use_paths, n_missing, pr.tty && pr.drawn);
         CacheSubject geo;
         CacheRecord *recs = NULL;
         int64_t bin = 0;
@@ -214,17 +353,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         }
         if (srt == SEG_OK) {
             snprintf(geo.id, sizeof geo.id, "%s", id);
-            int sp = have_split ? split_lookup(&split, id) : -1;
-            if (sp < 0 && !have_split && subs.n < SMALL_DATASET) {
-                if (!warned_split++ && o->verbosity >= 2)
-                    fprintf(stderr, "segprep: note: %d subjects and no meta.csv: all go to the train split\n", subs.n);
-                sp = CACHE_SPLIT_TRAIN;
-            }
-            if (sp < 0) {
-                if (have_split && !warned_split++ && o->verbosity >= 2)
-                    fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
-                sp = split_hash(id);
-            }
+            geo.fp_inputs = fp;
             geo.split = sp;
             srt = cache_writer_put_subject(w, &geo, recs);
             if (srt == SEG_OK) {
@@ -248,6 +377,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
             if (srt == SEG_EIO && strstr(f->msg, "writing subject")) { rc = srt; break; }   /* disk full: stop */
         }
     }
+    if (rc == SEG_OK) rc = prune_gone(w, &subs, o, st);
     st->seconds = progress_now() - t0;
     char extra[128];
     snprintf(extra, sizeof extra, "%lld slices, %d done, %d skipped, %d failed", (long long)st->n_slices, st->n_done,

@@ -44,8 +44,9 @@ void prep_subject_ctx_free(PrepSubjectCtx *c)
 
 /* ---- the shared state of one subject ---- */
 typedef struct Job {
-    int  rc;
-    char msg[512];
+    int      rc;
+    char     msg[512];
+    uint64_t hash;     /* phase 1: nii_hash of the file the job read (0: none) */
 } Job;
 
 typedef struct Subject {
@@ -110,6 +111,7 @@ static int do_ct(Subject *S, Job *j)
     NiiVolume *v = NULL;
     int rc = nii_read(S->ct_path, &v);
     if (rc < 0) return job_fail(j, rc);
+    j->hash = v->file_hash;
     const OrientMap *m = &S->om;
     const int64_t ni = m->cdim[0], nj = m->cdim[1], nk = m->cdim[2];
     float *src = malloc(sizeof(float) * (size_t)(ni * nj));
@@ -207,6 +209,7 @@ static int do_mask(Subject *S, int c, Job *j)
     uint8_t *bin = NULL;
     int owned = 0, rc = nii_read(path, &v);
     if (rc < 0) return job_fail(j, rc);
+    j->hash = v->file_hash;
     if ((rc = check_geometry(v, S->ct_hdr, path)) < 0) {
         nii_free(v);
         return job_fail(j, rc);
@@ -328,6 +331,8 @@ int prep_subject(PrepSubjectCtx *ctx, const char *ct_path, char *const *mask_pat
     run_threads(&S, ctx->threads, phase1);
     for (int j = 0; j <= n_channels; j++)
         if (S.jobs[j].rc < 0) { rc = seg_err(S.jobs[j].rc, "%s", S.jobs[j].msg); goto done; }
+    uint64_t content = 0;   /* the files' content hashes in channel order (CT first), as they were read */
+    for (int j = 0; j <= n_channels; j++) content = nii_hash(content, &S.jobs[j].hash, sizeof S.jobs[j].hash);
 
     memset(S.jobs, 0, sizeof(Job) * (size_t)nk);
     run_threads(&S, ctx->threads, phase2);
@@ -336,6 +341,7 @@ int prep_subject(PrepSubjectCtx *ctx, const char *ct_path, char *const *mask_pat
 
     /* geometry */
     memset(geo, 0, sizeof *geo);
+    geo->fp_content = content;
     geo->n_slices = (int)nk;
     for (int a = 0; a < 3; a++) {
         geo->dim[a] = hdr->dim[a];

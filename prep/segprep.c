@@ -16,7 +16,9 @@ static void usage(FILE *f)
 "\n"
 "usage:\n"
 "  segprep [options] DATASET_DIR CACHE_DIR    decode, reorient, resample, pack, store\n"
-"  segprep stat CACHE_DIR                     JSON summary on stdout\n"
+"  segprep stat CACHE_DIR [--check DATASET_DIR]  JSON summary on stdout; --check: which\n"
+"                                             subjects are unchanged, changed, moved split,\n"
+"                                             new or gone (nothing is written)\n"
 "  segprep verify CACHE_DIR                   re-read every record and check its checksum\n"
 "  segprep export CACHE_DIR SUBJECT OUT_DIR   cached slices back to NIfTI (ct.nii.gz + segmentations/)\n"
 "\n"
@@ -37,6 +39,8 @@ static void usage(FILE *f)
 "  --level N       zstd level of the records (default 1)\n"
 "  --force         redo subjects that are already in the cache\n"
 "  --strict        stop at the first subject that fails\n"
+"  --prune         remove cached subjects whose folder is gone from the dataset\n"
+"                  (without it they are reported and kept)\n"
 "  --missing-masks M  error (default): a subject lacking some mask files fails, every\n"
 "                  missing name listed; empty: it is cached partly labelled, the\n"
 "                  missing structures unknown (never counted as negatives in training\n"
@@ -76,6 +80,7 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     PrepOptions o;
     prep_default_options(&o);
+    const char *check_dataset = NULL;
     const char *pos[4];
     int npos = 0;
     long v;
@@ -87,6 +92,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "-v")) o.verbosity++;
         else if (!strcmp(a, "--force")) o.force = 1;
         else if (!strcmp(a, "--strict")) o.strict = 1;
+        else if (!strcmp(a, "--prune")) o.prune = 1;
+        else if (!strcmp(a, "--check")) { if (!next) goto missing; check_dataset = next; i++; }
         else if (!strcmp(a, "--progress")) o.progress_tty = 1;
         else if (!strcmp(a, "--no-progress")) o.progress_tty = 0;
         else if (!strcmp(a, "--size")) {
@@ -121,8 +128,8 @@ int main(int argc, char **argv)
     if (npos == 0) { usage(stderr); return EXIT_USAGE; }
     int rc;
     if (!strcmp(pos[0], "stat")) {
-        if (npos != 2) { fprintf(stderr, "segprep: usage: segprep stat CACHE_DIR\n"); return EXIT_USAGE; }
-        rc = prep_stat(pos[1], stdout);
+        if (npos != 2) { fprintf(stderr, "segprep: usage: segprep stat CACHE_DIR [--check DATASET_DIR]\n"); return EXIT_USAGE; }
+        rc = check_dataset ? prep_check(pos[1], check_dataset, o.split_file, stdout) : prep_stat(pos[1], stdout);
         return rc < 0 ? fail("stat", rc) : EXIT_OK;
     }
     if (!strcmp(pos[0], "verify")) {
@@ -141,6 +148,10 @@ int main(int argc, char **argv)
     if (rc < 0) return fail(NULL, rc);
     char partial[48] = "";
     if (st.n_partial) snprintf(partial, sizeof partial, " (%d partly labelled)", st.n_partial);
+    if (o.verbosity >= 2 && (st.n_replaced || st.n_split_changed || st.n_gone || st.n_folders_skipped || st.n_split_unmatched))
+        fprintf(stderr, "segprep: %d re-prepped (files changed), %d split(s) updated, %d gone from the dataset (%s), %d "
+                "folder(s) without a CT skipped, %d split-file id(s) without a folder\n", st.n_replaced, st.n_split_changed,
+                st.n_gone, o.prune ? "removed" : "kept", st.n_folders_skipped, st.n_split_unmatched);
     if (o.verbosity >= 2)
         fprintf(stderr, "segprep: %d subjects: %d written%s, %d already cached, %d failed; %lld slices in %.2f s "
                 "(%.1f subjects/s, %.0f slices/s); %.0f bytes per slice\n",
