@@ -516,11 +516,12 @@ int cache_writer_open(const char *dir, int size, const LabelList *labels, CacheW
                 rc = seg_err(SEG_EMISMATCH, "%s: the cache holds %dx%d slices, not %dx%d (use --force or another directory)",
                              dir, have_size, have_size, size, size);
             if (rc == SEG_OK) {
-                int same = have.n == labels->n;
-                for (int i = 0; same && i < have.n; i++) same = !strcmp(have.names[i], labels->names[i]);
-                if (!same)
-                    rc = seg_err(SEG_EMISMATCH, "%s: the cache was built with a different label list (%d channels, now %d)",
-                                 dir, have.n, labels->n);
+                int i = 0;
+                while (i < have.n && i < labels->n && !strcmp(have.names[i], labels->names[i])) i++;
+                if (i < have.n || i < labels->n)
+                    rc = seg_err(SEG_EMISMATCH, "%s: the cache was built with a different label list (%d channels, now %d; "
+                                 "channel %d is %s in the cache, %s now); use --force or another directory", dir, have.n,
+                                 labels->n, i, i < have.n ? have.names[i] : "(none)", i < labels->n ? labels->names[i] : "(none)");
             }
             labels_free(&have);
         }

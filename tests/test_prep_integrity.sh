@@ -5,6 +5,7 @@
 #     same as a fresh cache of B. An unchanged rerun skips everything. A split change in
 #     meta.csv is applied without re-prepping. A subject gone from the dataset is reported
 #     and kept, and removed with --prune. segprep stat --check says all of this beforehand.
+#     Another --size or label list is refused, saying what differs.
 #  2. A cache folder that is the dataset, inside it, or a non-empty unrelated folder is refused.
 #  3. A folder without ct.nii.gz is reported (even with -q), as is a meta.csv id with no
 #     folder; an unknown --labels name is one error up front naming it.
@@ -67,6 +68,14 @@ grep -q "cached subject s0003 is no longer in the dataset: kept; --prune removes
 grep -q "s0003 is no longer in the dataset: removed (--prune)" "$T/r4.log" \
     && [ "$("$BIN/segprep" stat "$T/c" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['n_subjects'])")" = 3 ] \
     && "$BIN/segprep" verify "$T/c" -q && ok "--prune removes it (3 subjects left, the cache verifies)" || bad "--prune: $(cat "$T/r4.log")"
+
+printf 'spleen\nliver\n' >"$T/l2.txt"; printf 'liver\nspleen\n' >"$T/l3.txt"
+"$BIN/segprep" "$T/A" "$T/cl" --size 32 --labels "$T/l2.txt" -q 2>/dev/null
+"$BIN/segprep" "$T/A" "$T/cl" --size 32 --labels "$T/l3.txt" -q 2>"$T/e.txt"; rc=$?
+[ $rc -eq 1 ] && grep -q "different label list (2 channels, now 2; channel 0 is spleen in the cache, liver now)" "$T/e.txt" \
+    && ok "another label order refused, saying what differs" || bad "label list: rc $rc $(cat "$T/e.txt")"
+"$BIN/segprep" "$T/A" "$T/cl" --size 64 --labels "$T/l2.txt" -q 2>"$T/e.txt"; rc=$?
+[ $rc -eq 1 ] && grep -q "holds 32x32 slices, not 64x64" "$T/e.txt" && ok "another --size refused" || bad "size: rc $rc $(cat "$T/e.txt")"
 
 # ---- 2. where the cache may go ----
 "$BIN/segprep" "$T/A" "$T/A" --size 32 -q 2>"$T/e.txt"; rc=$?
