@@ -1,5 +1,6 @@
 /* tests/test_cache.c : record encode/decode round trip (bit-exact), checksum and header
- * checks, and a writer/reader round trip through LMDB incl. replace and reopen. */
+ * checks, and a writer/reader round trip through LMDB incl. replace and reopen; the writer's
+ * get / set_split / ids / remove, fingerprints and labelled channels in the subject record. */
 #include "cache.h"
 #include "err.h"
 #include "testutil.h"
@@ -89,7 +90,31 @@ int main(int argc, char **argv)
     CHECK(cache_writer_put_subject(w, &s, recs) == 0, "put second subject");
     CHECK(cache_writer_has(w, "s0000") && !cache_writer_has(w, "s0002"), "has");
     s.n_slices = 1;                                       /* replace s0000 with one slice */
+    s.fp_inputs = 0xfedcba9876543210ull;                  /* with fingerprints, partly labelled */
+    s.fp_content = 0x0123456789abcdefull;
+    s.partial = 1;
+    s.labelled[0] = 0x05;                                 /* channels 0 and 2 */
+    s.labelled[1] = 0x10;                                 /* channel 12 */
     CHECK(cache_writer_put_subject(w, &s, recs) == 0, "replace subject");
+    CacheSubject got;
+    CHECK(cache_writer_get(w, "s0000", &got) == 1 && got.fp_inputs == s.fp_inputs && got.fp_content == s.fp_content &&
+          got.partial && got.labelled[0] == 0x05 && got.labelled[1] == 0x10 && got.labelled[2] == 0,
+          "fingerprints (all 64 bits) and labelled channels round trip");
+    CHECK(cache_writer_get(w, "s0009", &got) == 0, "get of an absent subject: 0");
+    CHECK(cache_writer_set_split(w, "s0001", CACHE_SPLIT_TEST) == 0 && cache_writer_get(w, "s0001", &got) == 1 &&
+          got.split == CACHE_SPLIT_TEST && got.n_slices == 3 && got.res_spacing[0] == 1.5, "set_split changes the split only");
+    strcpy(s.id, "s0005");
+    s.partial = 0;
+    s.n_slices = 2;
+    CHECK(cache_writer_put_subject(w, &s, recs) == 0, "put a third subject");
+    char **ids = NULL;
+    int n_ids = 0;
+    CHECK(cache_writer_ids(w, &ids, &n_ids) == 0 && n_ids == 3 && !strcmp(ids[2], "s0005"), "ids: %d", n_ids);
+    for (int i = 0; i < n_ids; i++) free(ids[i]);
+    free(ids);
+    CHECK(cache_writer_remove(w, "s0005") == 0 && !cache_writer_has(w, "s0005"), "remove");
+    CHECK(cache_writer_remove(w, "s0005") == SEG_EARG, "removing an absent subject: SEG_EARG");
+    cache_writer_set_split(w, "s0001", CACHE_SPLIT_VAL);
     cache_writer_close(w);
     LabelList other;
     labels_from_names(names, C - 1, &other);
@@ -100,6 +125,8 @@ int main(int argc, char **argv)
     CHECK(cache_n_subjects(r) == 2 && cache_n_channels(r) == C && cache_size(r) == size, "2 subjects, %d channels", cache_n_channels(r));
     const CacheSubject *s0 = cache_subject(r, 0), *s1 = cache_subject(r, 1);
     CHECK(!strcmp(s0->id, "s0000") && s0->n_slices == 1 && s0->split == CACHE_SPLIT_TRAIN, "s0000 replaced: 1 slice");
+    CHECK(cache_version(r) == CACHE_FORMAT_VERSION && cache_subject_labelled(s0) == s0->labelled && !cache_subject_labelled(s1),
+          "version %d; labelled bitmap only for the partly labelled subject", cache_version(r));
     CHECK(!strcmp(s1->id, "s0001") && s1->split == CACHE_SPLIT_VAL && s1->res_spacing[0] == 1.5, "s0001 geometry kept");
     CacheCursor *cur;
     CHECK(cache_cursor_open(r, &cur) == 0, "cursor");
