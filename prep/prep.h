@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include "cache.h"
 #include "labels.h"
+#include "split.h"
 
 typedef struct PrepOptions {
     int         size;          /* slice side (256) */
@@ -45,6 +46,19 @@ void prep_default_options(PrepOptions *o);
 /* Run over a dataset. Failed subjects are reported on stderr and counted; the return is
  * SEG_OK unless something outside a subject failed (cache, labels, split file). */
 int  prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st);
+/* Names (subject ids), each owned; prep_names_free frees them and empties the list. */
+typedef struct PrepNames { char **v; int n, cap; } PrepNames;
+void prep_names_free(PrepNames *l);
+/* The subject folders of dataset (those with a ct.nii[.gz]), sorted. Every other folder is
+ * reported on stderr with why it is skipped (verbosity >= 1) and counted in *n_skipped (may
+ * be NULL). SEG_EIO when there is no subject at all. */
+int  prep_list_subjects(const char *dataset, int verbosity, PrepNames *out, int *n_skipped);
+/* Below this many subjects a hash split would leave train or val empty or nearly so:
+ * without a split file, such datasets go to train whole. */
+#define PREP_SMALL_DATASET 10
+/* The split segprep gives subject id of a dataset of n_subjects: the split file's t (NULL:
+ * none), else train for a small dataset without one, else split_hash. */
+int  prep_subject_split(const SplitTable *t, int n_subjects, const char *id);
 /* DIR/STEM.nii.gz, else DIR/STEM.nii, into out: 1 when one exists. */
 int  prep_find_nifti(char *out, size_t cap, const char *dir, const char *stem);
 /* Fingerprint of a subject's inputs as found: the slice size, the label names and, per file

@@ -6,7 +6,6 @@
 #include "nii.h"
 #include "split.h"
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,43 +42,17 @@ uint64_t prep_fingerprint(int size, const LabelList *labels, const char *ct_path
     return h ? h : 1;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Subject folders of the dataset (with a CT), sorted. */
-static int dataset_ids(const char *dataset, char ***ids, int *n)
-{
-    *ids = NULL;
-    *n = 0;
-    DIR *d = opendir(dataset);
-    if (!d) return seg_err(SEG_EIO, "%s: cannot open dataset directory", dataset);
-    struct dirent *e;
-    char path[4200], f[4300];
-    int cap = 0, rc = SEG_OK;
-    while (rc == SEG_OK && (e = readdir(d))) {
-        if (e->d_name[0] == '.' || strlen(e->d_name) >= CACHE_ID_MAX) continue;
-        snprintf(path, sizeof path, "%s/%s", dataset, e->d_name);
-        if (!fs_is_dir(path) || !prep_find_nifti(f, sizeof f, path, "ct")) continue;
-        if (*n == cap) {
-            char **t = realloc(*ids, sizeof *t * (size_t)(cap = cap ? 2 * cap : 64));
-            if (!t) { rc = seg_err(SEG_ENOMEM, "subject list"); break; }
-            *ids = t;
-        }
-        if (!((*ids)[*n] = strdup(e->d_name))) rc = seg_err(SEG_ENOMEM, "subject list");
-        else (*n)++;
-    }
-    closedir(d);
-    if (*n > 1) qsort(*ids, (size_t)*n, sizeof **ids, cmp_str);
-    return rc;
-}
-
 int prep_check(const char *cache_dir, const char *dataset, const char *split_file, FILE *out)
 {
     CacheReader *r;
     TRY(cache_open(cache_dir, &r));
     const LabelList *labels = cache_labels(r);
-    char **ids = NULL, **paths = calloc((size_t)labels->n, sizeof *paths), ct[4300], sdir[4200], d2[4250], spath[4200];
+    PrepNames subs = { 0 };
+    char **paths = calloc((size_t)labels->n, sizeof *paths), ct[4300], sdir[4200], d2[4250], spath[4200];
     char **use = calloc((size_t)labels->n, sizeof *use);
-    int n = 0, rc = paths && use ? dataset_ids(dataset, &ids, &n) : seg_err(SEG_ENOMEM, "paths");
+    int rc = paths && use ? prep_list_subjects(dataset, 0, &subs, NULL) : seg_err(SEG_ENOMEM, "paths");
+    char **ids = subs.v;
+    const int n = subs.n;
     for (int c = 0; rc == SEG_OK && c < labels->n; c++)
         if (!(paths[c] = malloc(4300))) rc = seg_err(SEG_ENOMEM, "paths");
     SplitTable split = { 0 };
@@ -102,8 +75,7 @@ int prep_check(const char *cache_dir, const char *dataset, const char *split_fil
         const CacheSubject *s = NULL;
         for (int j = 0; j < cache_n_subjects(r) && !s; j++)
             if (!strcmp(cache_subject(r, j)->id, ids[i])) s = cache_subject(r, j);
-        int sp = have_split ? split_lookup(&split, ids[i]) : -1;
-        if (sp < 0) sp = !have_split && n < 10 ? CACHE_SPLIT_TRAIN : split_hash(ids[i]);
+        const int sp = prep_subject_split(have_split ? &split : NULL, n, ids[i]);
         const int k = !s ? 3 : s->fp_inputs != fp ? 1 : s->split != sp ? 2 : 0;
         cJSON_AddItemToArray(lists[k], cJSON_CreateString(ids[i]));
     }
@@ -132,8 +104,7 @@ int prep_check(const char *cache_dir, const char *dataset, const char *split_fil
     for (int k = 0; k < 5; k++) cJSON_Delete(lists[k]);
     cJSON_Delete(o);
     split_free(&split);
-    for (int i = 0; i < n; i++) free(ids[i]);
-    free(ids);
+    prep_names_free(&subs);
     for (int c = 0; paths && c < labels->n; c++) free(paths[c]);
     free(paths);
     free(use);

@@ -25,9 +25,7 @@ void prep_default_options(PrepOptions *o)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-typedef struct StrList { char **v; int n, cap; } StrList;
-
-static int strlist_push(StrList *l, const char *s)
+static int strlist_push(PrepNames *l, const char *s)
 {
     if (l->n == l->cap) {
         char **t = realloc(l->v, sizeof(char *) * (size_t)(l->cap = l->cap ? 2 * l->cap : 64));
@@ -39,7 +37,7 @@ static int strlist_push(StrList *l, const char *s)
     return SEG_OK;
 }
 
-static void strlist_free(StrList *l)
+void prep_names_free(PrepNames *l)
 {
     for (int i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
@@ -55,9 +53,7 @@ int prep_find_nifti(char *out, size_t cap, const char *dir, const char *stem)
     return fs_is_file(out);
 }
 
-/* Subject folders (those with a ct.nii[.gz]), sorted. Every other entry that is a folder is
- * reported on stderr with why it is skipped (verbosity >= 1), and counted in *n_skipped. */
-static int list_subjects(const char *dataset, const PrepOptions *o, StrList *out, int *n_skipped)
+int prep_list_subjects(const char *dataset, int verbosity, PrepNames *out, int *n_skipped)
 {
     DIR *d = opendir(dataset);
     if (!d) return seg_err(SEG_EIO, "%s: cannot open dataset directory", dataset);
@@ -71,8 +67,8 @@ static int list_subjects(const char *dataset, const PrepOptions *o, StrList *out
         const char *why = strlen(e->d_name) >= CACHE_ID_MAX ? "its name is too long for a subject id"
                         : !prep_find_nifti(f, sizeof f, path, "ct") ? "no ct.nii.gz or ct.nii in it" : NULL;
         if (!why) { rc = strlist_push(out, e->d_name); continue; }
-        (*n_skipped)++;
-        if (o->verbosity >= 1) fprintf(stderr, "segprep: skipping folder %s: %s\n", path, why);
+        if (n_skipped) (*n_skipped)++;
+        if (verbosity >= 1) fprintf(stderr, "segprep: skipping folder %s: %s\n", path, why);
     }
     closedir(d);
     if (rc == SEG_OK && out->n == 0)
@@ -82,7 +78,7 @@ static int list_subjects(const char *dataset, const PrepOptions *o, StrList *out
 }
 
 /* Structure names in a segmentations/ folder, sorted. */
-static int list_masks(const char *subject_dir, StrList *out)
+static int list_masks(const char *subject_dir, PrepNames *out)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/segmentations", subject_dir);
@@ -107,7 +103,7 @@ static int choose_labels(const char *dataset, const char *first, const PrepOptio
 {
     if (o->labels_file) return labels_read_file(o->labels_file, labels);
     char dir[4200];
-    StrList names = { 0 };
+    PrepNames names = { 0 };
     snprintf(dir, sizeof dir, "%s/%s", dataset, first);
     int rc = list_masks(dir, &names);
     if (rc == SEG_OK && names.n == 0) rc = seg_err(SEG_EFORMAT, "%s/segmentations: no masks to define the labels", dir);
@@ -117,13 +113,15 @@ static int choose_labels(const char *dataset, const char *first, const PrepOptio
         else
             rc = labels_from_names((const char *const *)names.v, names.n, labels);
     }
-    strlist_free(&names);
+    prep_names_free(&names);
     return rc;
 }
 
-/* Below this many subjects a hash split would leave train or val empty or nearly so:
- * without a split file, such datasets go to train whole. */
-#define SMALL_DATASET 10
+int prep_subject_split(const SplitTable *t, int n_subjects, const char *id)
+{
+    const int sp = t ? split_lookup(t, id) : -1;
+    return sp >= 0 ? sp : !t && n_subjects < PREP_SMALL_DATASET ? CACHE_SPLIT_TRAIN : split_hash(id);
+}
 
 typedef struct Failure { char id[CACHE_ID_MAX]; char msg[600]; } Failure;
 
@@ -197,7 +195,7 @@ static int check_cache_dir(const char *dataset, const char *cache_dir)
 static int check_label_names(const char *dataset, const char *first, const PrepOptions *o, const LabelList *labels)
 {
     char dir[4200];
-    StrList have = { 0 };
+    PrepNames have = { 0 };
     snprintf(dir, sizeof dir, "%s/%s", dataset, first);
     TRY(list_masks(dir, &have));
     char msg[700] = "";
@@ -208,7 +206,7 @@ static int check_label_names(const char *dataset, const char *first, const PrepO
         if (found) continue;
         if (n_bad++ < 12 && k < (int)sizeof msg - 1) k += snprintf(msg + k, sizeof msg - (size_t)k, "%s%s", n_bad > 1 ? ", " : "", labels->names[c]);
     }
-    strlist_free(&have);
+    prep_names_free(&have);
     if (!n_bad || o->missing_empty) return SEG_OK;
     return seg_err(SEG_EARG, "%s: %d of its %d names have no mask file in %s/segmentations (%s%s); check the names, or use "
                    "--missing-masks empty for partly labelled data", o->labels_file, n_bad, labels->n, dir, msg,
@@ -216,7 +214,7 @@ static int check_label_names(const char *dataset, const char *first, const PrepO
 }
 
 /* Cached subjects with no folder in the dataset any more: reported, removed with --prune. */
-static int prune_gone(CacheWriter *w, const StrList *subs, const PrepOptions *o, PrepStats *st)
+static int prune_gone(CacheWriter *w, const PrepNames *subs, const PrepOptions *o, PrepStats *st)
 {
     char **ids;
     int n;
@@ -239,7 +237,7 @@ static int prune_gone(CacheWriter *w, const StrList *subs, const PrepOptions *o,
 
 int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, PrepStats *st)
 {
-    StrList subs = { 0 };
+    PrepNames subs = { 0 };
     LabelList labels = { 0 };
     SplitTable split = { 0 };
     CacheWriter *w = NULL;
@@ -251,7 +249,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
     double t0 = progress_now();
 
     if ((rc = check_cache_dir(dataset, cache_dir)) < 0) goto out;
-    if ((rc = list_subjects(dataset, o, &subs, &st->n_folders_skipped)) < 0) goto out;
+    if ((rc = prep_list_subjects(dataset, o->verbosity, &subs, &st->n_folders_skipped)) < 0) goto out;
     if ((rc = choose_labels(dataset, subs.v[0], o, &labels)) < 0) goto out;
     if (o->labels_file && (rc = check_label_names(dataset, subs.v[0], o, &labels)) < 0) goto out;
     char split_path[4200];
@@ -306,16 +304,11 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
             if (!prep_find_nifti(mask_paths[c], 4300, d2, labels.names[c])) { use_paths[c] = NULL; n_missing++; }
         }
         const uint64_t fp = prep_fingerprint(o->size, &labels, ct, use_paths);
-        int sp = have_split ? split_lookup(&split, id) : -1;
-        if (sp < 0 && !have_split && subs.n < SMALL_DATASET) {
-            if (!warned_split++ && o->verbosity >= 2)
-                fprintf(stderr, "segprep: note: %d subjects and no meta.csv: all go to the train split\n", subs.n);
-            sp = CACHE_SPLIT_TRAIN;
-        }
-        if (sp < 0) {
-            if (have_split && !warned_split++ && o->verbosity >= 2)
-                fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
-            sp = split_hash(id);
+        const int sp = prep_subject_split(have_split ? &split : NULL, subs.n, id);
+        if (!warned_split && o->verbosity >= 2 && (!have_split ? subs.n < PREP_SMALL_DATASET : split_lookup(&split, id) < 0)) {
+            warned_split = 1;
+            if (!have_split) fprintf(stderr, "segprep: note: %d subjects and no meta.csv: all go to the train split\n", subs.n);
+            else fprintf(stderr, "segprep: note: %s is not in %s; such subjects get the hash split\n", id, split_path);
         }
         CacheSubject old;
         const int have = o->force ? 0 : cache_writer_get(w, id, &old);
@@ -397,6 +390,6 @@ out:
     cache_writer_close(w);
     split_free(&split);
     labels_free(&labels);
-    strlist_free(&subs);
+    prep_names_free(&subs);
     return rc;
 }
