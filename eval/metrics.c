@@ -96,12 +96,6 @@ static int64_t popcount_and(const uint8_t *a, const uint8_t *b, size_t n)
     return c;
 }
 
-void metrics_stack_compact(MetricsStack *m)
-{
-    for (size_t i = 0; i < (size_t)m->n_struct * (size_t)m->nz; i++)
-        if (m->planes[i] && popcount_bytes(m->planes[i], m->plane_bytes) == 0) { free(m->planes[i]); m->planes[i] = NULL; }
-}
-
 int64_t metrics_stack_count(const MetricsStack *m, int s)
 {
     int64_t c = 0;

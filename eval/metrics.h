@@ -55,8 +55,6 @@ void metrics_stack_free(MetricsStack *m);                 /* NULL-safe, leaves m
 uint8_t *metrics_stack_plane(MetricsStack *m, int s, int z);
 /* Set voxel (x, y, z) of structure s. SEG_ENOMEM if the plane cannot be allocated. */
 int  metrics_stack_set(MetricsStack *m, int s, int x, int y, int z);
-/* Drop planes that hold no set bit (free them, set NULL). */
-void metrics_stack_compact(MetricsStack *m);
 /* Set voxels of structure s. */
 int64_t metrics_stack_count(const MetricsStack *m, int s);
 

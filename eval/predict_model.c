@@ -1,8 +1,8 @@
-/* eval/predict_model.c : a segtrain checkpoint (train/ckpt.h) as an inference model:
+/* eval/predict_model.c : a segtrain checkpoint (common/ckpt.h) as an inference model:
  * the U-Net, its structure names, training size, HU window and 2.5D context. */
 #include "ckpt.h"
-#include "loader.h"
 #include "err.h"
+#include "hunorm.h"
 #include "predict.h"
 #include "unet.h"
 #include <stdio.h>
@@ -35,7 +35,7 @@ int predict_model_open(const char *checkpoint, int size, int max_batch, int thre
     m->K = (m->info.cfg.in_ch - 1) / 2;
     m->size = size > 0 ? size : m->info.size > 0 ? m->info.size : 256;
     m->max_batch = max_batch > 0 ? max_batch : 1;
-    if (!(m->info.hu_hi > m->info.hu_lo)) { m->info.hu_lo = -1000.f; m->info.hu_hi = 1000.f; }
+    if (!(m->info.hu_hi > m->info.hu_lo)) { m->info.hu_lo = HUNORM_DEFAULT_LO; m->info.hu_hi = HUNORM_DEFAULT_HI; }
     rc = unet_create_on(&m->info.cfg, m->max_batch, m->size, m->size, threads, dev, &m->net);
     if (rc < 0) rc = seg_err(rc, "%s: model for %dx%d slices: %s", checkpoint, m->size, m->size, seg_errmsg());
     if (rc == SEG_OK) rc = ckpt_load_model(checkpoint, m->net);
@@ -75,14 +75,14 @@ int predict_model_context(const PredictModel *m) { return m->K; }
 int predict_model_forward(PredictModel *m, const int16_t *hu, int n, const float **logits)
 {
     if (n < 1 || n > m->max_batch) return seg_err(SEG_EARG, "model: batch of %d (1..%d)", n, m->max_batch);
-    /* the training input: HU clipped to the checkpoint's window, scaled to [-1, 1] */
+    /* the training input (hunorm.h) under the checkpoint's window */
     const size_t npx = (size_t)m->size * m->size;
     const int ch = 2 * m->K + 1;
-    if (m->K == 0) loader_normalise_hu(hu, m->x, (size_t)n * npx, m->info.hu_lo, m->info.hu_hi);
+    if (m->K == 0) hunorm_apply(hu, m->x, (size_t)n * npx, m->info.hu_lo, m->info.hu_hi);
     else   /* x[b][c] = stack slice b + c */
         for (int b = 0; b < n; b++)
             for (int c = 0; c < ch; c++)
-                loader_normalise_hu(hu + (size_t)(b + c) * npx, m->x + ((size_t)b * ch + c) * npx, npx, m->info.hu_lo, m->info.hu_hi);
+                hunorm_apply(hu + (size_t)(b + c) * npx, m->x + ((size_t)b * ch + c) * npx, npx, m->info.hu_lo, m->info.hu_hi);
     TRY(unet_forward(m->net, m->x, n, 0));
     *logits = unet_logits(m->net);
     return *logits ? SEG_OK : SEG_EGPU;

@@ -14,7 +14,7 @@
 #include "ckpt.h"
 #include "err.h"
 #include "evaluate.h"
-#include "loader.h"
+#include "hunorm.h"
 #include "nii.h"
 #include "predict.h"
 #define TSYNTH_WRITER_ONLY
@@ -27,6 +27,16 @@
 #include <string.h>
 #include <unistd.h>
 #include <zstd.h>
+
+/* The checkpoint's model at its training size for batches of 1, loaded. */
+static int open_model(const char *path, Unet **m, CkptInfo *info)
+{
+    *m = NULL;
+    memset(info, 0, sizeof *info);
+    int rc = ckpt_read_info(path, info);
+    if (rc == 0 && (rc = unet_create(&info->cfg, 1, info->size, info->size, 1, m)) == 0) rc = ckpt_load_model(path, *m);
+    return rc;   /* the caller frees *m and *info either way */
+}
 
 #define S 32
 #define NZ 7
@@ -144,10 +154,10 @@ int main(void)
         int16_t hu[S * S];
         float x[S * S];
         int64_t diff = 0, ones = 0;
-        int ok = ckpt_open_model(base_ck, 1, 1, &m, &info) == 0 && cache_open(cache, &cr) == 0 && cache_cursor_open(cr, &cur) == 0;
+        int ok = open_model(base_ck, &m, &info) == 0 && cache_open(cache, &cr) == 0 && cache_cursor_open(cr, &cur) == 0;
         for (int z = 0; z < NZ && ok; z++) {
             ok = cache_read_slice(cur, cache_subject(cr, 0), z, hu, NULL, NULL, 0) == 0;
-            loader_normalise_hu(hu, x, S * S, -1000, 1000);
+            hunorm_apply(hu, x, S * S, -1000, 1000);
             ok = ok && unet_forward(m, x, 1, 0) == 0;
             const float *lg = ok ? unet_logits(m) : NULL;
             for (int c = 0; c < C && lg; c++)

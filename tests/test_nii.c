@@ -558,7 +558,7 @@ static void check_real(const char *fixtures)
     snprintf(dir, sizeof dir, "%s/data/totalseg-example/s0000", shared);
     snprintf(jpath, sizeof jpath, "%s/real_example.json", fixtures);
     if (!fs_is_dir(dir) || !fs_is_file(jpath)) {
-        printf("skip: real example %s (or %s) not present\n", dir, jpath);
+        T_SKIP("real example: %s (or %s) not present", dir, jpath);
         return;
     }
     cJSON *j = load_json(jpath), *e;

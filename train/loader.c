@@ -17,6 +17,7 @@
  * to the samples holding it, read from the presence bitmaps once at loader_create. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader.h"
+#include "hunorm.h"
 #include "err.h"
 #include <math.h>
 #include <pthread.h>
@@ -97,7 +98,7 @@ void loader_default_options(LoaderOptions *o)
     o->batch_size = 8;
     o->threads = 1;
     o->prefetch = 3;
-    o->hu_lo = -1000;
+    o->hu_lo = HUNORM_DEFAULT_LO;
     o->hu_hi = 1000;
     o->rot_deg = 15;
     o->int_scale = 0.1f;
@@ -307,16 +308,6 @@ int loader_lr_partner(const Loader *l, int c) { return c >= 0 && c < l->C ? l->l
 
 /* ---- one sample ---- */
 
-void loader_normalise_hu(const int16_t *hu, float *dst, size_t n, float lo, float hi)
-{
-    const float sc = 2.0f / (hi - lo);
-    for (size_t i = 0; i < n; i++) {
-        float v = hu[i];
-        v = v < lo ? lo : v > hi ? hi : v;
-        dst[i] = (v - lo) * sc - 1.0f;
-    }
-}
-
 /* The sample at epoch position pos: a foreground-first draw when fg, else the permutation's.
  * *st: the structure drawn (-1 for the permutation). */
 static int64_t sample_at(const Loader *l, int64_t pos, int fg, int *st)
@@ -387,7 +378,7 @@ static int fill_context(Worker *w, const CacheSubject *subj, int z, float *img, 
         if (ch > 0 && zc == clamp_z(z - K + ch - 1, subj->n_slices)) { memcpy(dst, dst - HW, sizeof(float) * HW); continue; }
         TRY(cache_read_slice(w->cur, subj, zc, w->hu, NULL, NULL, 0));
         if (a) warp_image(l, w->hu, dst, NULL, a);
-        else loader_normalise_hu(w->hu, dst, HW, l->o.hu_lo, l->o.hu_hi);
+        else hunorm_apply(w->hu, dst, HW, l->o.hu_lo, l->o.hu_hi);
     }
     return SEG_OK;
 }
@@ -410,7 +401,7 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos, int fg)
     else memset(lab, 0xFF, l->pbytes);
     if (!l->o.aug) {
         TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, bits, pres, 0));
-        loader_normalise_hu(w->hu, img + (size_t)K * HW, HW, l->o.hu_lo, l->o.hu_hi);
+        hunorm_apply(w->hu, img + (size_t)K * HW, HW, l->o.hu_lo, l->o.hu_hi);
         return K ? fill_context(w, subj, sm.z, img, NULL) : SEG_OK;
     }
     TRY(cache_read_slice(w->cur, subj, sm.z, w->hu, w->bits, w->pres, 0));

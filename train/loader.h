@@ -34,7 +34,7 @@ typedef struct LoaderOptions {
     int      batch_size;     /* samples per batch (>= 1) */
     int      threads;        /* decode threads (>= 1) */
     int      prefetch;       /* batch slots: how far the threads may run ahead (>= 2) */
-    float    hu_lo, hu_hi;   /* HU window: clipped to it, then scaled linearly to [-1, 1] */
+    float    hu_lo, hu_hi;   /* HU window: clipped to it, then scaled linearly to [-1, 1] (hunorm.h) */
     int      shuffle;        /* new seeded permutation every epoch (else cache order) */
     int      aug;            /* augment: flips, rotation, intensity (see loader.c) */
     float    rot_deg;        /* rotation range +-rot_deg (aug) */
@@ -89,9 +89,5 @@ int  loader_start_epoch(Loader *l, int epoch);
 int  loader_next(Loader *l, LoaderBatch *b);
 /* Channel c's mirror under a left-right flip (kidney_left <-> kidney_right), else c. */
 int  loader_lr_partner(const Loader *l, int c);
-
-/* The model input: HU clipped to [lo, hi] and scaled linearly to [-1, 1]. segeval uses it
- * too, so training and inference can never normalise differently. */
-void loader_normalise_hu(const int16_t *hu, float *dst, size_t n, float lo, float hi);
 
 #endif

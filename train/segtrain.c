@@ -5,6 +5,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "history.h"
+#include "hunorm.h"
 #include "labels.h"
 #include "loader.h"
 #include "prior.h"
@@ -153,8 +154,8 @@ static void default_opts(TrainOpts *o)
     o->loader_threads = 1;
     o->val_every = 1;
     o->patience = 2;
-    o->hu_lo = -1000;
-    o->hu_hi = 1000;
+    o->hu_lo = HUNORM_DEFAULT_LO;
+    o->hu_hi = HUNORM_DEFAULT_HI;
     o->progress = -1;
     o->dev.kind = UNET_AUTO;
 }

@@ -1,6 +1,6 @@
 /* tests/fuzz/fuzz_ckpt.c : libFuzzer target for the checkpoint loader: the input is a
  * checkpoint file (through a memfd), read with ckpt_read_info and, when it describes a
- * small model, loaded into a U-Net with ckpt_open_model (names, shapes, dtypes checked). */
+ * small model, loaded into a U-Net of its config with ckpt_load_model (names, shapes, dtypes checked). */
 #include "ckpt.h"
 #include <stdint.h>
 #include <stdio.h>
@@ -20,9 +20,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < info.cfg.n_levels && small; i++) small = info.cfg.features[i] <= 16;
         ckpt_info_free(&info);
         if (small) {
-            Unet *m = NULL;
             CkptInfo info2;
-            if (ckpt_open_model(path, 1, 1, &m, &info2) == 0) { unet_free(m); ckpt_info_free(&info2); }
+            if (ckpt_read_info(path, &info2) == 0) {
+                Unet *m = NULL;
+                if (unet_create(&info2.cfg, 1, info2.size, info2.size, 1, &m) == 0) ckpt_load_model(path, m);
+                unet_free(m);
+                ckpt_info_free(&info2);
+            }
         }
     }
     close(fd);

@@ -10,9 +10,9 @@ OUT=build/fuzz; mkdir -p "$OUT"
 CC=${FUZZ_CC:-clang}
 command -v "$CC" >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
 FLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -DSEG_VERSION=\"fuzz\" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-INC="-Icommon -Icommon/nn -Iprep -Itrain -Ieval -I/usr/include/x86_64-linux-gnu/openblas-pthread"
+INC="-Icommon -Icommon/nn -Icommon/gpu -I/usr/include/x86_64-linux-gnu/openblas-pthread"
 LIBS="-L/usr/lib/x86_64-linux-gnu/openblas-pthread -llmdb -lzstd -lz -lcjson -lpng -lopenblas -lm -pthread"
-SRCS=$(ls common/*.c common/nn/*.c train/*.c eval/*.c 2>/dev/null | grep -v -e segtrain.c -e segeval.c)
+SRCS=$(ls common/*.c common/nn/*.c)
 # seed corpora
 mkdir -p "$OUT/corpus/record" "$OUT/corpus/split" "$OUT/corpus/nii" "$OUT/corpus/safetensors" "$OUT/corpus/ckpt"
 build/tests/test_cache --corpus "$OUT/corpus/record" >/dev/null 2>&1 || true

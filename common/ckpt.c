@@ -1,4 +1,4 @@
-/* train/ckpt.c : checkpoint files (model state dict + resume state) over safetensors. */
+/* common/ckpt.c : checkpoint files (model state dict + resume state) over safetensors. */
 #define _POSIX_C_SOURCE 200809L
 #include "ckpt.h"
 #include "err.h"
@@ -267,21 +267,6 @@ int ckpt_load_model(const char *path, Unet *m)
     ckpt_info_free(&info);
     st_close(f);
     return rc;
-}
-
-int ckpt_open_model(const char *path, int max_batch, int threads, Unet **out, CkptInfo *info)
-{
-    CkptInfo in;
-    *out = NULL;
-    TRY(ckpt_read_info(path, &in));
-    Unet *m = NULL;
-    int rc = unet_create(&in.cfg, max_batch, in.size, in.size, threads, &m);
-    if (rc == SEG_OK) rc = ckpt_load_model(path, m);
-    if (rc < 0) { unet_free(m); ckpt_info_free(&in); return rc; }
-    *out = m;
-    if (info) *info = in;
-    else ckpt_info_free(&in);
-    return SEG_OK;
 }
 
 /* Open a state file and check its kind and id. */

@@ -1,4 +1,5 @@
-/* train/ckpt.h : segtrain checkpoints, built on safetensors.h.
+/* common/ckpt.h : segkit checkpoints, built on safetensors.h: written by segtrain, read by
+ * segtrain (--resume, --init) and segeval (predict_model.c, as the inference model).
  *
  * A checkpoint is two files written side by side:
  *   NAME.safetensors        the model's state dict under PyTorch's names and shapes
@@ -52,9 +53,6 @@ void ckpt_info_free(CkptInfo *info);                    /* NULL-safe */
 /* Load a weights file into m (whose config must equal the file's: SEG_EMISMATCH). Every
  * tensor of the model must be present with its shape, and no other (SEG_EFORMAT). */
 int  ckpt_load_model(const char *path, Unet *m);
-/* Create a model of the checkpoint's config (for batches up to max_batch at its size) and
- * load it; fills *info when non-NULL (caller frees it). For segeval. */
-int  ckpt_open_model(const char *path, int max_batch, int threads, Unet **out, CkptInfo *info);
 /* The "train_state" JSON of a state file (malloc'd, caller frees), without its tensors;
  * checks that the file's id equals expect_id (the weights file's) unless NULL. */
 int  ckpt_read_state_json(const char *path, const char *expect_id, char **train_state_json);

@@ -1,4 +1,4 @@
-/* tools/synth_phantom.c : the synthetic torso phantom, its per-subject grids and files.
+/* synth/synth_phantom.c : the synthetic torso phantom, its per-subject grids and files.
  *
  * The anatomy is a list of primitives (ellipsoids, tubes along polylines, elliptic cylinders,
  * vertebrae) in a nominal frame: mm, +x = patient LEFT, +y = anterior, +z = superior, z = 0 just

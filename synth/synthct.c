@@ -1,4 +1,4 @@
-/* tools/synthct.c : the synthct command line: a synthetic CT phantom dataset in the
+/* synth/synthct.c : the synthct command line: a synthetic CT phantom dataset in the
  * TotalSegmentator v2 layout (the anatomy and the files are in synth_phantom.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "synth_phantom.h"

@@ -1,4 +1,4 @@
-/* tools/synth_phantom.h : a synthetic torso CT phantom for bin/synthct.
+/* synth/synth_phantom.h : a synthetic torso CT phantom for bin/synthct.
  * The anatomy lives in a nominal patient frame (mm; +x patient LEFT, +y anterior, +z superior,
  * pelvis floor at z = 0); each subject draws a jittered copy of it, places it in world RAS+
  * (+x = patient right, as NIfTI and the real TotalSegmentator data) and samples it through its
