@@ -4,6 +4,7 @@
  *   "subjects" key <id>     -> JSON geometry (CacheSubject)
  *   "slices"   key u32be subject index, u32be slice -> record (cache_record.c) */
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include <cjson/cJSON.h>
@@ -109,7 +110,7 @@ static char *subject_to_json(const CacheSubject *s)
     if (s->partial) {   /* the labelled channels' indices; absent: every channel labelled */
         cJSON *a = cJSON_AddArrayToObject(o, "labelled");
         for (int c = 0; a && c < CACHE_LABELLED_MAX; c++)
-            if ((s->labelled[c >> 3] >> (c & 7)) & 1) cJSON_AddItemToArray(a, cJSON_CreateNumber(c));
+            if (maskpack_get(s->labelled, c)) cJSON_AddItemToArray(a, cJSON_CreateNumber(c));
     }
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -181,7 +182,7 @@ static int subject_from_json(const char *txt, size_t n, CacheSubject *s)
             cJSON_ArrayForEach(it, lab) {
                 if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= CACHE_LABELLED_MAX) { bad = 1; break; }
                 const int c = (int)it->valuedouble;
-                s->labelled[c >> 3] |= (uint8_t)(1u << (c & 7));
+                maskpack_set(s->labelled, c);
             }
         }
     }

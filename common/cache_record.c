@@ -10,6 +10,7 @@
  * pixels (d[0] = x[0], d[i] = x[i] - x[i-1] within a row, wrapping), byte-shuffled (all
  * low bytes, then all high bytes): 18% smaller than raw int16 at a lower zstd level. */
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include <pthread.h>
 #include <stdlib.h>
@@ -98,24 +99,6 @@ static uint32_t record_crc(const uint8_t *rec, size_t n)
     return (uint32_t)c;
 }
 
-static int plane_is_empty(const uint8_t *p, size_t n)
-{
-    uint64_t acc = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) { uint64_t w; memcpy(&w, p + i, 8); acc |= w; }
-    for (; i < n; i++) acc |= p[i];
-    return acc == 0;
-}
-
-static int64_t plane_popcount(const uint8_t *p, size_t n)
-{
-    int64_t s = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) { uint64_t w; memcpy(&w, p + i, 8); s += __builtin_popcountll(w); }
-    for (; i < n; i++) s += __builtin_popcount(p[i]);
-    return s;
-}
-
 int cache_encode_slice(void *zctx, int level, int size, int n_channels, const int16_t *img,
                        const uint8_t *const *planes, CacheRecord *rec)
 {
@@ -129,9 +112,9 @@ int cache_encode_slice(void *zctx, int level, int size, int n_channels, const in
     uint8_t *present = calloc(1, (size_t)n_channels);
     if (!present) return seg_err(SEG_ENOMEM, "cache record");
     for (int c = 0; c < n_channels; c++)
-        if (planes[c] && !plane_is_empty(planes[c], plane)) {
+        if (planes[c] && maskpack_any(planes[c], plane)) {
             present[c] = 1; n_present++;
-            n_set += plane_popcount(planes[c], plane);
+            n_set += maskpack_count(planes[c], plane);
         }
     size_t cap = hdr + ZSTD_compressBound(img_bytes) + ZSTD_compressBound((size_t)n_present * plane);
     uint8_t *out = calloc(1, cap);
@@ -164,7 +147,7 @@ int cache_encode_slice(void *zctx, int level, int size, int n_channels, const in
     put16(out + 14, REC_FLAG_DELTA_SHUFFLE); put32(out + 16, (uint32_t)zi); put32(out + 20, (uint32_t)zm);
     put32(out + 28, (uint32_t)(n_set > 0xffffffffLL ? 0xffffffffu : (uint32_t)n_set));
     for (int c = 0; c < n_channels; c++)
-        if (present[c]) out[REC_HDR + c / 8] |= (uint8_t)(1u << (c % 8));
+        if (present[c]) maskpack_set(out + REC_HDR, c);
     rec->size = hdr + zi + zm;
     put32(out + 24, record_crc(out, rec->size));
     rec->data = out;
@@ -193,7 +176,7 @@ static int check(const void *recp, size_t n, int size, int n_channels, const cha
     if (get16(rec + 14) & ~REC_FLAG_DELTA_SHUFFLE)
         return seg_err(SEG_EFORMAT, "%s: unknown record flags 0x%x", what, get16(rec + 14));
     int np = 0;
-    for (int c = 0; c < n_channels; c++) np += (rec[REC_HDR + c / 8] >> (c % 8)) & 1;
+    for (int c = 0; c < n_channels; c++) np += maskpack_get(rec + REC_HDR, c);
     if (np != (int)get16(rec + 12) || (np == 0) != (zm == 0))
         return seg_err(SEG_EFORMAT, "%s: presence bitmap disagrees with the header", what);
     if (n_present) *n_present = np;
@@ -241,7 +224,7 @@ int cache_record_decode(void *dctxp, const void *recp, size_t n, int size, int n
     ZSTD_inBuffer ib = { rec + hdr + zi, zm, 0 };
     for (int c = 0; c < n_channels; c++) {
         uint8_t *dst = bits + (size_t)c * plane;
-        if (!((pres[c / 8] >> (c % 8)) & 1)) {
+        if (!maskpack_get(pres, c)) {
             if (zero_absent) memset(dst, 0, plane);
             continue;
         }

@@ -1,6 +1,7 @@
 /* common/plot.c : canvas, primitives, text, axes, charts and PNG output (see plot.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "plot.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include <errno.h>
@@ -248,7 +249,7 @@ static void mask_common(PlotCanvas *c, int x, int y, int w, int h, const uint8_t
         int sy = (int)((int64_t)yy * ih / h);
         for (int xx = 0; xx < w; xx++) {
             size_t p = (size_t)sy * iw + (size_t)((int64_t)xx * iw / w);
-            int set = packed ? (m[p >> 3] >> (p & 7)) & 1 : m[p] != 0;
+            int set = packed ? maskpack_get(m, p) : m[p] != 0;
             if (set) plot_blend(c, x + xx, y + yy, col, alpha);
         }
     }

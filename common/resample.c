@@ -1,5 +1,6 @@
 /* common/resample.c : per-axis tables and the 2D bilinear / nearest resamplers. */
 #include "resample.h"
+#include "maskpack.h"
 #include "err.h"
 #include <math.h>
 #include <stdlib.h>
@@ -96,7 +97,7 @@ void resample_nearest_bits(uint8_t *dst, const uint8_t *src, const ResampleAxis 
         for (int c = dc0; c <= dc1; c++)
             if (row[cols->nearest[c]]) {
                 size_t p = base + (size_t)c;
-                dst[p >> 3] |= (uint8_t)(1u << (p & 7));
+                maskpack_set(dst, p);
             }
     }
 }

@@ -1,6 +1,7 @@
 /* eval/evaluate.c : checkpoint x cache evaluation: subject selection, batched inference,
  * thresholding into bit planes beside the cached reference planes. */
 #include "evaluate.h"
+#include "maskpack.h"
 #include "cache.h"
 #include "err.h"
 #include "predict.h"
@@ -159,7 +160,7 @@ int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t
             if (rc < 0) break;
             memcpy(s->ct + (size_t)z * npx, dst, sizeof(int16_t) * (size_t)npx);
             for (int c = 0; c < C && rc == SEG_OK; c++) {
-                if (!(e->presence[c >> 3] >> (c & 7) & 1)) continue;
+                if (!maskpack_get(e->presence, c)) continue;
                 uint8_t *pl = metrics_stack_plane(&s->ref, c, z);
                 if (!pl) rc = SEG_ENOMEM;
                 else memcpy(pl, e->bits + (size_t)c * e->pb, e->pb);

@@ -11,6 +11,7 @@
  * segments chain head to tail into closed loops; each loop is fanned into triangles. One
  * orientation check on the single-corner case fixes the winding for all cases. */
 #include "mesh.h"
+#include "maskpack.h"
 #include "err.h"
 #include <math.h>
 #include <pthread.h>
@@ -233,7 +234,7 @@ int mesh_from_planes(const uint8_t *const *planes, int nx, int ny, int nz, const
         for (int y = y0; y <= y1; y++)
             for (int x = x0; x <= x1; x++) {
                 size_t i = (size_t)y * (size_t)nx + (size_t)x;
-                if (p[i >> 3] >> (i & 7) & 1)
+                if (maskpack_get(p, i))
                     f[((size_t)(z - z0 + 1) * (size_t)fy + (size_t)(y - y0 + 1)) * (size_t)fx + (size_t)(x - x0 + 1)] = 1.f;
             }
     }

@@ -1,6 +1,7 @@
 /* eval/metrics.c : confusion counts on packed planes, 6-connected surfaces, exact
  * anisotropic EDT (Felzenszwalb-Huttenlocher), HD95, NSD, volumes, summaries. */
 #include "metrics.h"
+#include "maskpack.h"
 #include "err.h"
 #include <math.h>
 #include <pthread.h>
@@ -41,7 +42,7 @@ int metrics_stack_init(MetricsStack *m, int nx, int ny, int nz, int n_struct, co
     m->planes = calloc((size_t)n_struct * (size_t)nz, sizeof *m->planes);
     if (!m->planes) return seg_err(SEG_ENOMEM, "metrics: plane table %d x %d", n_struct, nz);
     m->nx = nx; m->ny = ny; m->nz = nz; m->n_struct = n_struct;
-    m->plane_bytes = ((size_t)nx * (size_t)ny + 7) / 8;
+    m->plane_bytes = maskpack_plane_bytes((size_t)nx * (size_t)ny);
     for (int i = 0; i < 3; i++) m->spacing[i] = spacing[i];
     return SEG_OK;
 }
@@ -70,30 +71,8 @@ int metrics_stack_set(MetricsStack *m, int s, int x, int y, int z)
     uint8_t *p = metrics_stack_plane(m, s, z);
     if (!p) return SEG_ENOMEM;
     size_t i = (size_t)y * (size_t)m->nx + (size_t)x;
-    p[i >> 3] |= (uint8_t)(1u << (i & 7));
+    maskpack_set(p, i);
     return SEG_OK;
-}
-
-static int64_t popcount_bytes(const uint8_t *a, size_t n)
-{
-    int64_t c = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) { uint64_t w; memcpy(&w, a + i, 8); c += __builtin_popcountll(w); }
-    for (; i < n; i++) c += __builtin_popcount(a[i]);
-    return c;
-}
-
-static int64_t popcount_and(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    int64_t c = 0;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, y;
-        memcpy(&x, a + i, 8); memcpy(&y, b + i, 8);
-        c += __builtin_popcountll(x & y);
-    }
-    for (; i < n; i++) c += __builtin_popcount((unsigned)(a[i] & b[i]));
-    return c;
 }
 
 int64_t metrics_stack_count(const MetricsStack *m, int s)
@@ -101,7 +80,7 @@ int64_t metrics_stack_count(const MetricsStack *m, int s)
     int64_t c = 0;
     for (int z = 0; z < m->nz; z++) {
         const uint8_t *p = m->planes[(size_t)s * (size_t)m->nz + (size_t)z];
-        if (p) c += popcount_bytes(p, m->plane_bytes);
+        if (p) c += maskpack_count(p, m->plane_bytes);
     }
     return c;
 }
@@ -403,14 +382,14 @@ int metrics_structure(MetricsWork *w, int nx, int ny, int nz, const double sp[3]
                       const uint8_t *const *ref, const uint8_t *const *pred,
                       const MetricsOptions *o, MetricsResult *out)
 {
-    const size_t pb = ((size_t)nx * (size_t)ny + 7) / 8;
+    const size_t pb = maskpack_plane_bytes((size_t)nx * (size_t)ny);
     MetricsResult r;
     memset(&r, 0, sizeof r);
     for (int z = 0; z < nz; z++) {
-        int64_t a = ref[z] ? popcount_bytes(ref[z], pb) : 0;
-        int64_t b = pred[z] ? popcount_bytes(pred[z], pb) : 0;
+        int64_t a = ref[z] ? maskpack_count(ref[z], pb) : 0;
+        int64_t b = pred[z] ? maskpack_count(pred[z], pb) : 0;
         r.n_ref += a; r.n_pred += b;
-        if (a && b) r.tp += popcount_and(ref[z], pred[z], pb);
+        if (a && b) r.tp += maskpack_count_and(ref[z], pred[z], pb);
     }
     r.fp = r.n_pred - r.tp;
     r.fn = r.n_ref - r.tp;

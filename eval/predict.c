@@ -2,6 +2,7 @@
  * model grid -> model -> probabilities back on the slice grid -> the input's voxel grid. */
 #define _POSIX_C_SOURCE 200809L
 #include "predict.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include "metrics.h"
@@ -117,7 +118,7 @@ static int write_masks(const char *out_dir, const LabelList *names, const NiiVol
             for (int r = 0; r < pm->ny; r++)
                 for (int x = 0; x < pm->nx; x++) {
                     size_t i = (size_t)r * pm->nx + x;
-                    if (pl[i >> 3] >> (i & 7) & 1) d[orient_slice_offset(om, r, x, k)] = 1;
+                    if (maskpack_get(pl, i)) d[orient_slice_offset(om, r, x, k)] = 1;
                 }
         }
         char name[300], path[4096];
@@ -219,7 +220,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
                         const size_t i = (size_t)r * sw + x;
                         if (!(up[i] > o->threshold)) continue;
                         if (!pl && !(pl = metrics_stack_plane(&pm, c, k))) { rc = SEG_ENOMEM; break; }
-                        pl[i >> 3] |= (uint8_t)(1u << (i & 7));
+                        maskpack_set(pl, i);
                         cnt[c]++;
                         sum_hu[c] += nii_value(ct, (size_t)orient_slice_offset(&om, r, x, k));
                         if (up[i] > best[i]) { best[i] = up[i]; lab[i] = (uint16_t)(c + 1); }

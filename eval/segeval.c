@@ -1,6 +1,7 @@
 /* eval/segeval.c : the segeval command line: eval (default) | predict | compare. */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "maskpack.h"
 #include "compare.h"
 #include "err.h"
 #include "evaluate.h"
@@ -414,7 +415,7 @@ static int cmd_eval(const Args *a)
         rc = score_subject(&run, w, &s, res + (size_t)j * ns);
         const uint8_t *lab = evaluate_subject_labelled(ev, j);
         for (int t = 0; lab && rc == SEG_OK && t < ns; t++) {   /* unknown in this subject: not scored */
-            if (t < CACHE_LABELLED_MAX && ((lab[t >> 3] >> (t & 7)) & 1)) continue;
+            if (t < CACHE_LABELLED_MAX && maskpack_get(lab, t)) continue;
             MetricsResult *r = res + (size_t)j * ns + t;
             r->kase = METRICS_CASE_UNLABELLED;
             r->dice = r->iou = r->hd95 = r->nsd = NAN;

@@ -2,6 +2,7 @@
  * skip complete subjects, process the rest, commit each in its own transaction, and
  * report failures at the end. */
 #include "prep.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include "progress.h"
@@ -341,7 +342,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         if (srt == SEG_OK && n_missing) {
             geo.partial = 1;
             for (int c = 0; c < labels.n; c++)
-                if (use_paths[c]) geo.labelled[c >> 3] |= (uint8_t)(1u << (c & 7));
+                if (use_paths[c]) maskpack_set(geo.labelled, c);
             st->n_partial++;
         }
         if (srt == SEG_OK) {

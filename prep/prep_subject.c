@@ -3,6 +3,7 @@
  * slices it touches (and their bounding boxes), and only those slices are resampled
  * into bit planes, straight from the original voxel array through the OrientMap. */
 #include "prep.h"
+#include "maskpack.h"
 #include "err.h"
 #include "nii.h"
 #include "orient.h"
@@ -237,7 +238,7 @@ static int do_mask(Subject *S, int c, Job *j)
             for (int cc = dc0; cc <= dc1; cc++)
                 if (bin[base + S->col_off[cc]]) {
                     size_t p = p0 + (size_t)cc;
-                    plane[p >> 3] |= (uint8_t)(1u << (p & 7));
+                    maskpack_set(plane, p);
                     any = 1;
                 }
         }

@@ -1,5 +1,6 @@
 /* prep/prep_tools.c : segprep stat | verify | export over an existing cache. */
 #include "prep.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include "nii.h"
@@ -54,7 +55,7 @@ int prep_stat(const char *cache_dir, FILE *out)
             if (!s->partial) continue;
             cJSON *a = cJSON_AddArrayToObject(pl, s->id);
             for (int c = 0; a && c < cache_n_channels(r) && c < CACHE_LABELLED_MAX; c++)
-                if ((s->labelled[c >> 3] >> (c & 7)) & 1) cJSON_AddItemToArray(a, cJSON_CreateString(cache_labels(r)->names[c]));
+                if (maskpack_get(s->labelled, c)) cJSON_AddItemToArray(a, cJSON_CreateString(cache_labels(r)->names[c]));
         }
         cJSON *lab = cJSON_AddArrayToObject(o, "labels");
         for (int c = 0; c < cache_n_channels(r); c++) cJSON_AddItemToArray(lab, cJSON_CreateString(cache_labels(r)->names[c]));
@@ -184,7 +185,7 @@ int prep_export(const char *cache_dir, const char *subject, const char *out_dir,
         uint8_t *m = mask->data;
         for (int z = 0; z < s->n_slices; z++) {
             const uint8_t *p = bits + ((size_t)z * C + c) * plane;
-            for (size_t i = 0; i < npx; i++) m[(size_t)z * npx + i] = (p[i >> 3] >> (i & 7)) & 1;
+            for (size_t i = 0; i < npx; i++) m[(size_t)z * npx + i] = maskpack_get(p, i);
         }
         snprintf(path, sizeof path, "%s/segmentations/%s.nii.gz", out_dir, cache_labels(r)->names[c]);
         rc = nii_write(path, mask, 1);

@@ -8,6 +8,7 @@
  * $SEGKIT_SHARED/data/totalseg-example, default ../shared) */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "maskpack.h"
 #include "benchutil.h"
 #include "err.h"
 #include "fsutil.h"
@@ -38,7 +39,7 @@ static int perturb(const MetricsStack *ref, MetricsStack *pred)
             for (int y = 0; y < ref->ny; y++)
                 for (int x = 0; x < ref->nx; x++) {
                     size_t i = (size_t)y * ref->nx + x;
-                    if (!(p[i >> 3] >> (i & 7) & 1)) continue;
+                    if (!maskpack_get(p, i)) continue;
                     int X = x + dx, Y = y + dy;
                     if (X < ref->nx && Y < ref->ny) TRY(metrics_stack_set(pred, s, X, Y, z));
                 }
@@ -72,7 +73,7 @@ int main(int argc, char **argv)
     for (int z = 0; z < nz && rc == 0; z++) {
         rc = cache_read_slice(cur, cs, z, img + (size_t)z * size * size, bits, pres, 0);
         for (int c = 0; c < C && rc == 0; c++)
-            if (pres[c >> 3] >> (c & 7) & 1) memcpy(metrics_stack_plane(&ref, c, z), bits + (size_t)c * pb, pb);
+            if (maskpack_get(pres, c)) memcpy(metrics_stack_plane(&ref, c, z), bits + (size_t)c * pb, pb);
     }
     if (rc == 0) rc = perturb(&ref, &pred);
     MetricsWork *w = NULL;

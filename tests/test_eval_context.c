@@ -11,6 +11,7 @@
  * in_ch is refused naming the checkpoint. usage: test_eval_context */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "maskpack.h"
 #include "ckpt.h"
 #include "err.h"
 #include "evaluate.h"
@@ -92,7 +93,7 @@ static int eval_planes(const char *ckpt, const char *cache, int batch, ReportSub
 static int plane_bit(const MetricsStack *m, int c, int z, int p)
 {
     const uint8_t *pl = m->planes[(size_t)c * m->nz + z];
-    return pl ? (pl[p >> 3] >> (p & 7)) & 1 : 0;
+    return pl ? maskpack_get(pl, p) : 0;
 }
 
 /* Bits of a's slice z that differ from b's slice zb, over all channels. */

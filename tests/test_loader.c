@@ -8,6 +8,7 @@
  * holding their structure, determinism; 2.5D context: channels are the neighbour slices
  * with edge replication, under the same augmentation as the centre. */
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include "loader.h"
 #include "testsynth.h"
@@ -21,8 +22,8 @@
 
 static int g_ch = 1;   /* input channels of the loader being hashed (2K+1) */
 
-static int bit(const uint8_t *plane, int p) { return (plane[p >> 3] >> (p & 7)) & 1; }
-static int present(const uint8_t *pres, int c) { return (pres[c >> 3] >> (c & 7)) & 1; }
+static int bit(const uint8_t *plane, int p) { return maskpack_get(plane, p); }
+static int present(const uint8_t *pres, int c) { return maskpack_get(pres, c); }
 
 /* The subject * 100 + slice that hu_of wrote into pixel (0, 0) of a normalised image. */
 static int id_of(const float *img) { return (int)lrintf((img[0] + 1.0f) * 32767.5f - 32768.0f); }

@@ -4,6 +4,7 @@
  * voxelised ball's mesh must enclose about the ball's volume, also after an affine,
  * smoothing and decimation. usage: test_mesh [SEED] */
 #include "err.h"
+#include "maskpack.h"
 #include "mesh.h"
 #include "testutil.h"
 #include <math.h>
@@ -62,7 +63,7 @@ static void check_ball(void)
 {
     const int n = 40;
     const double r = 14.0;
-    const size_t pb = ((size_t)n * n + 7) / 8;
+    const size_t pb = maskpack_plane_bytes((size_t)n * n);
     uint8_t **planes = calloc(n, sizeof *planes);
     long count = 0;
     for (int z = 0; z < n; z++) {
@@ -72,7 +73,7 @@ static void check_ball(void)
                 double dx = x - 19.5, dy = y - 19.5, dz = z - 19.5;
                 if (dx * dx + dy * dy + dz * dz <= r * r) {
                     size_t i = (size_t)y * n + x;
-                    planes[z][i >> 3] |= (uint8_t)(1u << (i & 7));
+                    maskpack_set(planes[z], i);
                     count++;
                 }
             }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "err.h"
+#include "maskpack.h"
 #include "nn.h"
 #include "nn_tfile.h"
 #include "testutil.h"
@@ -322,8 +323,8 @@ static void t_bce(NnTeam *t)
     for (int pl = 0; pl < N * C; pl++) {
         int any = 0;
         for (int q = 0; q < HW; q++)
-            if (tg[(size_t)pl * HW + q] > 0.5f) { bits[(size_t)pl * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
-        if (any) pres[(pl / C) * CB + (pl % C) / 8] |= (uint8_t)(1u << (pl % C % 8));
+            if (tg[(size_t)pl * HW + q] > 0.5f) { maskpack_set(bits + (size_t)pl * HW / 8, q); any = 1; }
+        if (any) maskpack_set(pres + (pl / C) * CB, pl % C);
         else memset(bits + (size_t)pl * HW / 8, 0xA5, (size_t)HW / 8);   /* absent: garbage, ignored */
     }
     const double count = (double)nz;
@@ -333,7 +334,7 @@ static void t_bce(NnTeam *t)
           g_team, loss, ref64, fabs(loss - ref64) / fabs(ref64), ref32);
     float *dz = fcopy(NULL, nz);
     for (int pl = 0; pl < N * C; pl++) {
-        const int pr = (pres[(pl / C) * CB + (pl % C) / 8] >> (pl % C % 8)) & 1;
+        const int pr = maskpack_get(pres + (pl / C) * CB, pl % C);
         for (int q0 = 0; q0 < HW; q0 += 24) {                  /* tiles starting on bytes */
             const int nq = HW - q0 < 24 ? HW - q0 : 24;
             nn_bce_grad_row(t, dz + (size_t)pl * HW + q0, z + (size_t)pl * HW + q0, bits + (size_t)pl * HW / 8,
@@ -375,8 +376,8 @@ static double nn_loss_grad_lab(NnTeam *t, int kind, const float *z, const uint8_
     const float scale = kind == 1 || !(count > 0) ? 0.f : (float)(1.0 / count);
     const int CB = (C + 7) / 8;
     for (int pl = 0; pl < N * C; pl++) {
-        const int c = pl % C, pr = (pres[(pl / C) * CB + c / 8] >> (c % 8)) & 1;
-        if (lab && !((lab[(pl / C) * CB + c / 8] >> (c % 8)) & 1)) {
+        const int c = pl % C, pr = maskpack_get(pres + (pl / C) * CB, c);
+        if (lab && !maskpack_get(lab + (pl / C) * CB, c)) {
             memset(dz + (size_t)pl * HW, 0, sizeof(float) * HW);
             continue;
         }
@@ -514,7 +515,7 @@ static void pack_lab(const float *lab, int N, int C, uint8_t *out)
     memset(out, 0, (size_t)N * CB);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
-            if (lab[n * C + c] > 0.5f) out[n * CB + c / 8] |= (uint8_t)(1u << (c % 8));
+            if (lab[n * C + c] > 0.5f) maskpack_set(out + n * CB, c);
 }
 
 static void t_masked(NnTeam *t)

@@ -4,6 +4,7 @@
  * labels leave no ink outside their box. PNG output is read back with libpng and must
  * match the canvas byte for byte. PLOT_TEST_OUT=dir keeps the PNGs for a look. */
 #include "plot.h"
+#include "maskpack.h"
 #include "err.h"
 #include "testutil.h"
 #include <math.h>
@@ -219,7 +220,7 @@ int main(void)
     float img[16 * 16];
     uint8_t bits[16 * 16 / 8] = { 0 };
     for (int i = 0; i < 256; i++) img[i] = (float)(i % 16) * 100 - 800;
-    for (int p = 0; p < 256; p++) if (p / 16 >= 8) bits[p >> 3] |= (uint8_t)(1u << (p & 7));
+    for (int p = 0; p < 256; p++) if (p / 16 >= 8) maskpack_set(bits, p);
     plot_image_gray(&c, 0, 0, 64, 64, img, 16, 16, -800, 700);
     plot_mask_bits(&c, 0, 0, 64, 64, bits, 16, 16, PLOT_RGB(255, 0, 0), 0.5f);
     const uint8_t *p0 = c.rgb, *pr = c.rgb + 3 * (63 * 64 + 63), *pm = c.rgb + 3 * (10 * 64 + 63);

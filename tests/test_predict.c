@@ -8,6 +8,7 @@
  *    forward path came from. usage: test_predict (from the repo root) */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
 #include "nii.h"
@@ -76,7 +77,7 @@ static void round_trip(const char *shared)
         for (int k = 0; k < nz; k++) {
             rc = cache_read_slice(cur, cs, k, NULL, bits, pres, 1);
             if (rc) break;
-            for (int i = 0; i < size * size; i++) prob[i] = (float)(bits[(size_t)c * pb + (size_t)(i >> 3)] >> (i & 7) & 1);
+            for (int i = 0; i < size * size; i++) prob[i] = (float)maskpack_get(bits + (size_t)c * pb, i);
             if (predict_unresample(prob, size, up, sh, sw) < 0) { rc = -1; break; }
             for (int r = 0; r < sh; r++)
                 for (int x = 0; x < sw; x++)

@@ -1,6 +1,7 @@
 /* tests/test_resample.c : the resamplers against a direct, table-free evaluation of the
  * formulas (src = (dst+0.5)*n/size - 0.5 clamped; nearest floor((dst+0.5)*n/size)). */
 #include "resample.h"
+#include "maskpack.h"
 #include "testutil.h"
 #include <math.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
                 int sy = (int)floor((r + 0.5) * sh / size), sx = (int)floor((c + 0.5) * sw / size);
                 if (sy > sh - 1) sy = sh - 1;
                 if (sx > sw - 1) sx = sw - 1;
-                int p = r * size + c, got = (bits[p >> 3] >> (p & 7)) & 1;
+                int p = r * size + c, got = maskpack_get(bits, p);
                 if (got != msk[sy * sw + sx]) bad++;
             }
         CHECK(bad == 0, "nearest %dx%d -> %d matches the formula (%d differ)", sh, sw, size, bad);
@@ -61,7 +62,7 @@ int main(int argc, char **argv)
         msk[y0 * sw + x0] = 1;
         resample_nearest_bits(bits, msk, &rows, &cols, y0, y0, x0, x0);
         int set = 0;
-        for (int p = 0; p < size * size; p++) set += (bits[p >> 3] >> (p & 7)) & 1;
+        for (int p = 0; p < size * size; p++) set += maskpack_get(bits, p);
         int d0, d1, e0, e1;
         int has = resample_nearest_span(&rows, y0, y0, &d0, &d1) && resample_nearest_span(&cols, x0, x0, &e0, &e1);
         int want = has ? (d1 - d0 + 1) * (e1 - e0 + 1) : 0;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "err.h"
+#include "maskpack.h"
 #include "nn_tfile.h"
 #include "testutil.h"
 #include "unet.h"
@@ -431,8 +432,8 @@ static void t_learns(void)
                     for (int k = 0; k < 3; k++) v += sin(6.283 * (a[k][0] * 3 * y / H + a[k][1] * 3 * xx / W + a[k][2])) / 2;
                     const int q = y * W + xx;
                     x[n * HW + q] = (float)v;
-                    if (v > 0.3) bits[((size_t)n * C + 0) * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8));
-                    if (v < -0.3) bits[((size_t)n * C + 1) * HW / 8 + q / 8] |= (uint8_t)(1u << (q % 8));
+                    if (v > 0.3) maskpack_set(maskpack_plane(bits, n, C, 0, HW / 8), q);
+                    if (v < -0.3) maskpack_set(maskpack_plane(bits, n, C, 1, HW / 8), q);
                 }
             pres[n] = 0x3;
         }
@@ -464,7 +465,7 @@ static double ref_masked(const float *z, const float *t, const uint8_t *lab, int
     double *P = calloc((size_t)C, 8), *I = calloc((size_t)C, 8), *Y = calloc((size_t)C, 8);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
-            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+            if (!maskpack_get(lab + n * CB, c)) continue;
             nl += HW;
             for (int q = 0; q < HW; q++) {
                 const size_t i = ((size_t)n * C + c) * HW + q;
@@ -480,7 +481,7 @@ static double ref_masked(const float *z, const float *t, const uint8_t *lab, int
             for (int q = 0; q < HW; q++) {
                 const size_t i = ((size_t)n * C + c) * HW + q;
                 dz[i] = 0;
-                if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+                if (!maskpack_get(lab + n * CB, c)) continue;
                 const double v = z[i], y = t[i] > 0.5f, p = 1.0 / (1.0 + exp(-v)), den = P[c] + Y[c] + 1e-5;
                 dz[i] = (p - y) / nl;
                 if (Y[c] > 0) dz[i] += -(2 * y * den - (2 * I[c] + 1e-5)) / (ns * den * den) * p * (1 - p);
@@ -548,9 +549,9 @@ static void t_masked(void)
     memcpy(pres2, pres, sizeof pres);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
-            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) {
+            if (!maskpack_get(lab + n * CB, c)) {
                 memset(bits2 + ((size_t)n * C + c) * HW / 8, 0xA7, (size_t)HW / 8);
-                pres2[n * CB + c / 8] ^= (uint8_t)(1u << (c % 8));
+                pres2[n * CB + c / 8] ^= (uint8_t)(1u << (c % 8));   /* flip the presence bit */
             }
     float l2 = 0;
     rc = unet_loss_masked(m, bits2, pres2, lab, N, &l2) | unet_backward(m);
@@ -562,7 +563,7 @@ static void t_masked(void)
     const float *z = unet_logits(m);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
-            if (!((lab[n * CB + c / 8] >> (c % 8)) & 1)) continue;
+            if (!maskpack_get(lab + n * CB, c)) continue;
             for (int q = 0; q < HW; q++) {
                 const size_t i = ((size_t)n * C + c) * HW + q;
                 const int p = z[i] > 0.f, y = t[i] > 0.5f;

@@ -6,6 +6,7 @@
 #ifndef SEG_TESTSYNTH_H
 #define SEG_TESTSYNTH_H
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ static inline int t_put_subject(CacheWriter *w, ZSTD_CCtx *zc, const char *id, i
             memset(pl, 0, pb);
             int any = 0;
             for (int p = 0; p < size * size; p++)
-                if (mask(c, k, p % size, p / size)) { pl[p >> 3] |= (uint8_t)(1u << (p & 7)); any = 1; }
+                if (mask(c, k, p % size, p / size)) { maskpack_set(pl, p); any = 1; }
             pp[c] = any ? pl : NULL;
         }
         rc = cache_encode_slice(zc, 3, size, nch, img, pp, &recs[k]);

@@ -4,6 +4,7 @@
  * tests/run_tests.sh counts in its skipped total, so it is never a silent pass. */
 #ifndef SEG_TESTUTIL_H
 #define SEG_TESTUTIL_H
+#include "maskpack.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,15 +36,16 @@ static inline uint64_t t_rand(uint64_t *s)
  * is marked absent and its bytes filled with 0x5A, garbage the loss must ignore. */
 static inline void t_pack_targets(const float *t, int n, int nch, int hw, uint8_t *bits, uint8_t *pres)
 {
-    const int cb = (nch + 7) / 8;
-    memset(bits, 0, (size_t)n * nch * hw / 8);
+    const size_t pb = maskpack_plane_bytes((size_t)hw), cb = maskpack_bitmap_bytes(nch);
+    memset(bits, 0, (size_t)n * nch * pb);
     memset(pres, 0, (size_t)n * cb);
     for (int pl = 0; pl < n * nch; pl++) {
+        uint8_t *plane = bits + (size_t)pl * pb;
         int any = 0;
         for (int q = 0; q < hw; q++)
-            if (t[(size_t)pl * hw + q] > 0.5f) { bits[(size_t)pl * hw / 8 + q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
-        if (any) pres[(pl / nch) * cb + (pl % nch) / 8] |= (uint8_t)(1u << (pl % nch % 8));
-        else memset(bits + (size_t)pl * hw / 8, 0x5A, (size_t)hw / 8);
+            if (t[(size_t)pl * hw + q] > 0.5f) { maskpack_set(plane, (size_t)q); any = 1; }
+        if (any) maskpack_set(maskpack_bitmap(pres, pl / nch, nch), (size_t)(pl % nch));
+        else memset(plane, 0x5A, pb);
     }
 }
 #endif

@@ -17,6 +17,7 @@
  * to the samples holding it, read from the presence bitmaps once at loader_create. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader.h"
+#include "maskpack.h"
 #include "hunorm.h"
 #include "err.h"
 #include <math.h>
@@ -167,7 +168,7 @@ static int build_fg_index(Loader *l)
     for (int64_t i = 0; i < l->n && rc == SEG_OK; i++) {
         uint8_t *p = pres + (size_t)i * l->pbytes;
         rc = cache_read_presence(cur, cache_subject(l->r, l->samples[i].subject), l->samples[i].z, p);
-        for (int c = 0; c < l->C && rc == SEG_OK; c++) cnt[c] += (p[c >> 3] >> (c & 7)) & 1;
+        for (int c = 0; c < l->C && rc == SEG_OK; c++) cnt[c] += maskpack_get(p, c);
     }
     cache_cursor_close(cur);
     int64_t total = 0;
@@ -193,7 +194,7 @@ static int build_fg_index(Loader *l)
         for (int64_t i = 0; i < l->n; i++) {
             const uint8_t *p = pres + (size_t)i * l->pbytes;
             for (int c = 0; c < l->C; c++)
-                if ((p[c >> 3] >> (c & 7)) & 1) l->fg_idx[cnt[c]++] = (int32_t)i;
+                if (maskpack_get(p, c)) l->fg_idx[cnt[c]++] = (int32_t)i;
         }
     }
     free(pres);
@@ -419,21 +420,21 @@ static int fill_one(Worker *w, Slot *s, int i, int64_t pos, int fg)
     if (subj->partial && a.flip_lr) {   /* the labelled set follows the left/right swap */
         memset(lab, 0, l->pbytes);
         for (int c = 0; c < C; c++)
-            if ((subj->labelled[c >> 3] >> (c & 7)) & 1) lab[l->lr[c] >> 3] |= (uint8_t)(1u << (l->lr[c] & 7));
+            if (maskpack_get(subj->labelled, c)) maskpack_set(lab, l->lr[c]);
     }
     warp_image(l, w->hu, img + (size_t)K * HW, w->map, &a);
     memset(pres, 0, l->pbytes);
     for (int c = 0; c < C; c++) {
-        if (!((w->pres[c >> 3] >> (c & 7)) & 1)) continue;
+        if (!maskpack_get(w->pres, c)) continue;
         const int dc = a.flip_lr ? l->lr[c] : c;
         const uint8_t *src = w->bits + (size_t)c * l->plane;
         uint8_t *dst = bits + (size_t)dc * l->plane;
-        pres[dc >> 3] |= (uint8_t)(1u << (dc & 7));
+        maskpack_set(pres, dc);
         for (size_t b = 0; b < l->plane; b++) {
             uint8_t byte = 0;
             for (int k = 0; k < 8; k++) {
                 int32_t q = w->map[8 * b + k];
-                if (q >= 0 && ((src[q >> 3] >> (q & 7)) & 1)) byte |= (uint8_t)(1u << k);
+                if (q >= 0 && maskpack_get(src, q)) byte |= (uint8_t)(1u << k);
             }
             dst[b] = byte;
         }

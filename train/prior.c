@@ -1,5 +1,6 @@
 /* train/prior.c : per-channel foreground fractions from the packed masks, head bias init. */
 #include "prior.h"
+#include "maskpack.h"
 #include "err.h"
 #include <math.h>
 #include <stdlib.h>
@@ -31,13 +32,11 @@ int prior_foreground(CacheReader *r, int split, int64_t max_slices, double *frac
             rc = cache_read_slice(cur, s, z, NULL, bits, pres, 0);
             const uint8_t *lab = cache_subject_labelled(s);
             for (int c = 0; rc == SEG_OK && c < C; c++) {
-                if (lab && (c >= CACHE_LABELLED_MAX || !((lab[c >> 3] >> (c & 7)) & 1))) continue;   /* unknown here */
+                if (lab && (c >= CACHE_LABELLED_MAX || !maskpack_get(lab, c))) continue;   /* unknown here */
                 den[c]++;
-                if (!((pres[c >> 3] >> (c & 7)) & 1)) continue;
+                if (!maskpack_get(pres, c)) continue;
                 const uint8_t *p = bits + (size_t)c * pb;
-                int64_t n = 0;
-                for (size_t b = 0; b < pb; b++) n += __builtin_popcount(p[b]);
-                cnt[c] += n;
+                cnt[c] += maskpack_count(p, pb);
             }
             j++;
             next = j * total / take;
