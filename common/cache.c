@@ -379,8 +379,8 @@ int cache_version(const CacheReader *r) { return r->version; }
 const LabelList *cache_labels(const CacheReader *r) { return &r->labels; }
 int cache_n_subjects(const CacheReader *r) { return r->n_subjects; }
 const CacheSubject *cache_subject(const CacheReader *r, int i) { return i >= 0 && i < r->n_subjects ? &r->subjects[i] : NULL; }
-size_t cache_plane_bytes(const CacheReader *r) { return (size_t)r->size * r->size / 8; }
-size_t cache_presence_bytes(const CacheReader *r) { return (size_t)(r->n_channels + 7) / 8; }
+size_t cache_plane_bytes(const CacheReader *r) { return maskpack_plane_bytes((size_t)r->size * r->size); }
+size_t cache_presence_bytes(const CacheReader *r) { return maskpack_bitmap_bytes(r->n_channels); }
 
 int cache_find_subject(const CacheReader *r, const char *id)
 {

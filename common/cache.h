@@ -63,7 +63,8 @@ int              cache_n_subjects(const CacheReader *r); /* complete subjects, s
 const CacheSubject *cache_subject(const CacheReader *r, int i);
 /* Index of a subject by id, or -1. */
 int              cache_find_subject(const CacheReader *r, const char *id);
-/* Bytes of one packed plane (size*size/8) and of the presence bitmap ((C+7)/8). */
+/* Bytes of one packed plane (size*size/8) and of the presence bitmap ((C+7)/8): the layout
+ * of maskpack.h, which the records use as is. */
 size_t cache_plane_bytes(const CacheReader *r);
 size_t cache_presence_bytes(const CacheReader *r);
 

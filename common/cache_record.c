@@ -87,7 +87,7 @@ static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (
 static unsigned get16(const uint8_t *p) { return (unsigned)p[0] | (unsigned)p[1] << 8; }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
-static size_t header_bytes(int n_channels) { return REC_HDR + (((size_t)(n_channels + 7) / 8 + 7) & ~(size_t)7); }
+static size_t header_bytes(int n_channels) { return REC_HDR + ((maskpack_bitmap_bytes(n_channels) + 7) & ~(size_t)7); }
 
 static uint32_t record_crc(const uint8_t *rec, size_t n)
 {
@@ -103,7 +103,7 @@ int cache_encode_slice(void *zctx, int level, int size, int n_channels, const in
                        const uint8_t *const *planes, CacheRecord *rec)
 {
     ZSTD_CCtx *cctx = zctx;
-    const size_t plane = (size_t)size * size / 8, img_bytes = (size_t)size * size * 2;
+    const size_t plane = maskpack_plane_bytes((size_t)size * size), img_bytes = (size_t)size * size * 2;
     const size_t hdr = header_bytes(n_channels);
     if (size <= 0 || size > 65535 || (size * size) % 8 || n_channels <= 0 || n_channels > 65535)
         return seg_err(SEG_EARG, "cache record: bad size %d or channel count %d", size, n_channels);
@@ -193,7 +193,7 @@ int cache_record_check(const void *rec, size_t n, int size, int n_channels, cons
 int cache_record_presence(const void *rec, size_t n, int size, int n_channels, const char *what, uint8_t *presence)
 {
     TRY(check(rec, n, size, n_channels, what, NULL, NULL, 0));
-    memcpy(presence, (const uint8_t *)rec + REC_HDR, (size_t)(n_channels + 7) / 8);
+    memcpy(presence, (const uint8_t *)rec + REC_HDR, maskpack_bitmap_bytes(n_channels));
     return SEG_OK;
 }
 
@@ -204,10 +204,10 @@ int cache_record_decode(void *dctxp, const void *recp, size_t n, int size, int n
     const uint8_t *rec = recp;
     int np;
     TRY(cache_record_check(rec, n, size, n_channels, what, &np, NULL));
-    const size_t hdr = header_bytes(n_channels), plane = (size_t)size * size / 8;
+    const size_t hdr = header_bytes(n_channels), plane = maskpack_plane_bytes((size_t)size * size);
     const size_t img_bytes = (size_t)size * size * 2, zi = get32(rec + 16), zm = get32(rec + 20);
     const uint8_t *pres = rec + REC_HDR;
-    if (presence) memcpy(presence, pres, (size_t)(n_channels + 7) / 8);
+    if (presence) memcpy(presence, pres, maskpack_bitmap_bytes(n_channels));
     if (img) {
         const int shuffled = get16(rec + 14) & REC_FLAG_DELTA_SHUFFLE;
         uint8_t *dst = shuffled ? scratch(img_bytes) : (uint8_t *)img;

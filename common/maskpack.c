@@ -11,6 +11,27 @@ size_t maskpack_pack(uint8_t *plane, const uint8_t *src, size_t npx)
     return set;
 }
 
+int maskpack_pack_above(uint8_t *plane, const float *v, size_t npx, float t)
+{
+    unsigned any = 0;
+    size_t b = 0;
+    for (; 8 * b + 8 <= npx; b++) {   /* a byte at a time: 8 compares, no branches */
+        const float *p = v + 8 * b;
+        const unsigned x = (unsigned)(p[0] > t) | (unsigned)(p[1] > t) << 1 | (unsigned)(p[2] > t) << 2 |
+                           (unsigned)(p[3] > t) << 3 | (unsigned)(p[4] > t) << 4 | (unsigned)(p[5] > t) << 5 |
+                           (unsigned)(p[6] > t) << 6 | (unsigned)(p[7] > t) << 7;
+        plane[b] = (uint8_t)x;
+        any |= x;
+    }
+    if (8 * b < npx) {
+        unsigned x = 0;
+        for (size_t p = 8 * b; p < npx; p++) x |= (unsigned)(v[p] > t) << (p & 7);
+        plane[b] = (uint8_t)x;
+        any |= x;
+    }
+    return any != 0;
+}
+
 void maskpack_unpack(uint8_t *dst, const uint8_t *plane, size_t npx)
 {
     for (size_t p = 0; p < npx; p++) dst[p] = (uint8_t)maskpack_get(plane, p);

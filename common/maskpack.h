@@ -49,6 +49,9 @@ static inline const uint8_t *maskpack_cbitmap(const uint8_t *bitmaps, int n, int
 /* Pack npx bytes (non-zero = set) into plane (maskpack_plane_bytes(npx), overwritten).
  * Returns the number of set pixels. */
 size_t  maskpack_pack(uint8_t *plane, const uint8_t *src, size_t npx);
+/* Pack the threshold v[p] > t of npx floats into plane (overwritten). Returns 1 when any
+ * pixel is set. */
+int     maskpack_pack_above(uint8_t *plane, const float *v, size_t npx, float t);
 /* Unpack a plane into npx bytes of 0/1. */
 void    maskpack_unpack(uint8_t *dst, const uint8_t *plane, size_t npx);
 /* Set bits in n bytes (popcount), and set bits of a AND b. */

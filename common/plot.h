@@ -79,8 +79,7 @@ int  plot_text_fit(char *out, size_t cap, const char *s, int scale, int max_w);
  * mapping lo -> black and hi -> white (clamped). */
 void plot_image_gray(PlotCanvas *c, int x, int y, int w, int h, const float *img, int iw, int ih, float lo, float hi);
 /* Blend col with weight alpha wherever the mask is set, same geometry as plot_image_gray.
- * mask: iw*ih bytes (non-zero = set); plot_mask_bits: a packed plane, pixel p = bit p&7 of
- * byte p>>3 (the cache's layout). */
+ * mask: iw*ih bytes (non-zero = set); plot_mask_bits: a packed plane (maskpack.h). */
 void plot_mask(PlotCanvas *c, int x, int y, int w, int h, const uint8_t *mask, int iw, int ih, PlotColor col, float alpha);
 void plot_mask_bits(PlotCanvas *c, int x, int y, int w, int h, const uint8_t *bits, int iw, int ih, PlotColor col, float alpha);
 

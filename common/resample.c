@@ -88,7 +88,7 @@ void resample_nearest_bits(uint8_t *dst, const uint8_t *src, const ResampleAxis 
                            int r0, int r1, int c0, int c1)
 {
     const int size = cols->size, sw = cols->n_src;
-    memset(dst, 0, ((size_t)rows->size * size + 7) / 8);
+    memset(dst, 0, maskpack_plane_bytes((size_t)rows->size * size));
     int dr0, dr1, dc0, dc1;
     if (!resample_nearest_span(rows, r0, r1, &dr0, &dr1) || !resample_nearest_span(cols, c0, c1, &dc0, &dc1)) return;
     for (int r = dr0; r <= dr1; r++) {

@@ -22,8 +22,7 @@ void resample_axis_free(ResampleAxis *a);          /* NULL-safe on a zeroed stru
 void resample_bilinear_i16(int16_t *dst, const float *src, const ResampleAxis *rows, const ResampleAxis *cols);
 /* Bilinear to float (no rounding), same geometry. */
 void resample_bilinear_f32(float *dst, const float *src, const ResampleAxis *rows, const ResampleAxis *cols);
-/* Nearest: src bytes (0 = off) -> packed bit plane dst (size*size bits, pixel p is bit p&7 of
- * byte p>>3). Only source rows [r0, r1] and columns [c0, c1] may be non-zero (a bounding
+/* Nearest: src bytes (0 = off) -> packed bit plane dst (size*size pixels, maskpack.h). Only source rows [r0, r1] and columns [c0, c1] may be non-zero (a bounding
  * box; pass the full range if unknown): dst outside their image stays 0. dst is cleared first. */
 void resample_nearest_bits(uint8_t *dst, const uint8_t *src, const ResampleAxis *rows, const ResampleAxis *cols,
                            int r0, int r1, int c0, int c1);

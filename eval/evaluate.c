@@ -114,21 +114,6 @@ const char *evaluate_subject_id(const Evaluator *e, int j) { return cache_subjec
 const uint8_t *evaluate_subject_labelled(const Evaluator *e, int j) { return cache_subject_labelled(cache_subject(e->cache, e->idx[j])); }
 const char *evaluate_model_desc(const Evaluator *e) { return e->desc; }
 
-/* logits > tl -> packed plane; returns 1 if any bit is set. */
-static int pack_threshold(const float *lg, int npx, float tl, uint8_t *plane)
-{
-    int any = 0;
-    for (int b = 0; b < npx / 8; b++) {
-        const float *p = lg + 8 * b;
-        unsigned v = (unsigned)(p[0] > tl) | (unsigned)(p[1] > tl) << 1 | (unsigned)(p[2] > tl) << 2 |
-                     (unsigned)(p[3] > tl) << 3 | (unsigned)(p[4] > tl) << 4 | (unsigned)(p[5] > tl) << 5 |
-                     (unsigned)(p[6] > tl) << 6 | (unsigned)(p[7] > tl) << 7;
-        plane[b] = (uint8_t)v;
-        any |= v != 0;
-    }
-    return any;
-}
-
 int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t *done)
 {
     memset(s, 0, sizeof *s);
@@ -170,7 +155,7 @@ int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t
         if (rc == SEG_OK) rc = predict_model_forward(e->model, e->img, nb, &lg);
         for (int b = 0; b < nb && rc == SEG_OK; b++)
             for (int c = 0; c < C && rc == SEG_OK; c++) {
-                if (!pack_threshold(lg + ((size_t)b * C + c) * npx, npx, tl, tmp)) continue;
+                if (!maskpack_pack_above(tmp, lg + ((size_t)b * C + c) * npx, (size_t)npx, tl)) continue;
                 uint8_t *pl = metrics_stack_plane(&s->pred, c, z0 + b);
                 if (!pl) rc = SEG_ENOMEM;
                 else memcpy(pl, tmp, e->pb);

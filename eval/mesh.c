@@ -203,7 +203,7 @@ int mesh_from_planes(const uint8_t *const *planes, int nx, int ny, int nz, const
                      int smooth_iters, Mesh *out)
 {
     memset(out, 0, sizeof *out);
-    const size_t pb = ((size_t)nx * (size_t)ny + 7) / 8;
+    const size_t pb = maskpack_plane_bytes((size_t)nx * (size_t)ny);
     int x0 = nx, x1 = -1, y0 = ny, y1 = -1, z0 = nz, z1 = -1;
     for (int z = 0; z < nz; z++) {
         const uint8_t *p = planes[z];

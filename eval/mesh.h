@@ -18,8 +18,8 @@ void mesh_free(Mesh *m);  /* NULL-safe, leaves m zeroed */
  * coordinates, interpolated linearly along the crossed edges. Values > iso are inside. */
 int  mesh_march(const float *f, int nx, int ny, int nz, float iso, Mesh *out);
 
-/* Mesh of a packed binary mask: nz planes (NULL = empty) of nx x ny pixels, pixel
- * p = y*nx + x is bit p&7 of byte p>>3. Marching cubes at 0.5 on the mask's bounding box
+/* Mesh of a packed binary mask: nz planes (NULL = empty, maskpack.h) of nx x ny pixels,
+ * pixel p = y*nx + x. Marching cubes at 0.5 on the mask's bounding box
  * (padded with background so the surface is closed), vertices mapped voxel -> world with
  * affine, then smooth_iters Taubin steps (0: none). An empty mask gives an empty mesh. */
 int  mesh_from_planes(const uint8_t *const *planes, int nx, int ny, int nz, const double affine[4][4],

@@ -3,8 +3,7 @@
  * and volumes per structure, and their aggregation over subjects.
  *
  * Masks are stacks of bit-packed planes (MetricsStack): plane z of structure s holds
- * nx x ny pixels, pixel p = y*nx + x is bit p&7 of byte p>>3 (LSB first, the cache's
- * plane layout); a NULL plane is empty. Rules (named in every report):
+ * nx x ny pixels, pixel p = y*nx + x (the packed layout of maskpack.h); a NULL plane is empty. Rules (named in every report):
  *   Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN).
  *   Surface = mask voxels removed by a 6-connected erosion (outside the volume is
  *   background). Distances: exact Euclidean distance transform with the voxel spacing.

@@ -306,7 +306,7 @@ int prep_subject(PrepSubjectCtx *ctx, const char *ct_path, char *const *mask_pat
     int rc;
     *recs_out = NULL;
     S.ct_path = ct_path; S.mask_paths = mask_paths; S.C = n_channels; S.size = size; S.ctx = ctx;
-    S.plane_bytes = (size_t)size * size / 8;
+    S.plane_bytes = maskpack_plane_bytes((size_t)size * size);
     if ((rc = nii_read_header(ct_path, &hdr)) < 0) return rc;
     S.ct_hdr = hdr;
     if ((rc = orient_init(&S.om, hdr->dim, hdr->affine)) < 0) {

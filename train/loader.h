@@ -9,9 +9,9 @@
  * seeded by (seed, epoch) and each sample's augmentation by (seed, epoch, position), so the
  * number of threads and their timing never change what is trained on.
  *
- * Targets stay packed: bits holds, per sample and channel, the plane of cache_plane_bytes
- * (pixel p = bit p&7 of byte p>>3), planes of channels absent from the presence bitmap are
- * not written (they hold stale bytes), exactly what unet_loss_bce and unet_dice_counts read.
+ * Targets stay packed (maskpack.h): bits holds, per sample and channel, the plane of
+ * cache_plane_bytes; planes of channels absent from the presence bitmap are not written
+ * (they hold stale bytes), exactly what unet_loss_bce and unet_dice_counts read.
  *
  * Balanced sampling (balanced = 1): in every batch of n samples the first
  * loader_fg_slots(n, fg_fraction) positions are drawn foreground-first: a structure
@@ -52,9 +52,9 @@ typedef struct LoaderBatch {
     int            n;        /* samples: batch_size, or fewer in an epoch's last batch */
     int            index;    /* batch number within the epoch */
     const float   *img;      /* (n, 2K+1, H, W), channels z-K..z+K (K = context) */
-    const uint8_t *bits;     /* n x C planes of H*W/8 bytes */
-    const uint8_t *presence; /* n x (C+7)/8 bytes */
-    const uint8_t *labelled; /* n x (C+7)/8 bytes: bit c set = channel c labelled in that sample's
+    const uint8_t *bits;     /* n x C planes (maskpack_plane) */
+    const uint8_t *presence; /* n presence bitmaps (maskpack_bitmap) */
+    const uint8_t *labelled; /* n labelled bitmaps (maskpack_bitmap): bit c set = channel c labelled in that sample's
                                 subject; NULL when every subject of the split is fully labelled */
     const int     *fg;       /* n: the structure a foreground-first sample was drawn for, as
                                 a channel of this batch (after a left-right flip's swap), else -1 */
