@@ -7,6 +7,7 @@
  * then is renamed over path (not fsync'ed; see nii_write). */
 #define _POSIX_C_SOURCE 200809L
 #include "nii.h"
+#include "util.h"
 #include "err.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -36,18 +37,12 @@ static void putf(uint8_t *p, double x) { float f = (float)x; uint32_t u; memcpy(
 
 /* ---- affine -> quaternion ------------------------------------------------------- */
 
-static double det3(const double m[3][3])
-{
-    return m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
-           m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-}
-
 /* Replace m by its orthogonal polar factor (the closest rotation when det > 0) with the
  * Newton iteration X <- (X + X^-T) / 2. Returns -1 if m is (numerically) singular. */
 static int polar3(double m[3][3])
 {
     for (int it = 0; it < 100; it++) {
-        const double d = det3(m);
+        const double d = util_det3(m);
         if (!isfinite(d) || fabs(d) < 1e-12) return -1;
         double inv_t[3][3];   /* (m^-1)^T = cofactor(m) / det */
         for (int r = 0; r < 3; r++)
@@ -116,7 +111,7 @@ static int affine_to_qform(const double A[4][4], double zoom[3], double *qfac, d
     *qfac = 1.0;
     q[0] = 1; q[1] = q[2] = q[3] = 0;
     if (!ok) return -1;
-    if (det3(R) < 0) {
+    if (util_det3(R) < 0) {
         *qfac = -1.0;
         for (int r = 0; r < 3; r++) R[r][2] = -R[r][2];
     }

@@ -1,15 +1,9 @@
 /* common/orient.c : closest-canonical orientation from an affine (permute/flip only). */
 #include "orient.h"
+#include "util.h"
 #include "err.h"
 #include <math.h>
 #include <string.h>
-
-static double det3(const double a[3][3])
-{
-    return a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
-         - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
-         + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
-}
 
 /* Orthogonal polar factor of a (the rotation nearest to it, = U V^T of its SVD), by
  * Newton's iteration X <- (X + X^-T) / 2. Returns -1 if a is singular. */
@@ -18,7 +12,7 @@ static int polar_orthogonal(const double a[3][3], double q[3][3])
     double x[3][3];
     memcpy(x, a, sizeof x);
     for (int it = 0; it < 100; it++) {
-        double d = det3(x);
+        double d = util_det3(x);
         if (!(fabs(d) > 1e-300) || !isfinite(d)) return -1;
         double inv_t[3][3];   /* (x^-1)^T = cofactor(x) / det */
         for (int r = 0; r < 3; r++)

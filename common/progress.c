@@ -1,21 +1,15 @@
 /* common/progress.c : TTY bar or plain log lines. */
 #define _POSIX_C_SOURCE 200809L
 #include "progress.h"
+#include "util.h"
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-double progress_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void progress_start(Progress *p, const char *label, const char *unit, int64_t total, int enabled, int tty)
 {
     p->label = label; p->unit = unit; p->total = total; p->done = 0;
-    p->t_start = p->t_last_draw = progress_now();
+    p->t_start = p->t_last_draw = util_now_s();
     p->tty = tty < 0 ? isatty(fileno(stderr)) : tty;
     p->enabled = enabled; p->drawn = 0;
 }
@@ -30,7 +24,7 @@ static void fmt_time(char *buf, size_t n, double s)
 
 static void draw(Progress *p, const char *extra, int final)
 {
-    double now = progress_now(), el = now - p->t_start;
+    double now = util_now_s(), el = now - p->t_start;
     double rate = el > 0 ? (double)p->done / el : 0;
     char eta[32], elapsed[32];
     fmt_time(elapsed, sizeof elapsed, el);
@@ -59,7 +53,7 @@ void progress_update(Progress *p, int64_t done, const char *extra)
     p->done = done;
     if (!p->enabled) return;
     double gap = p->tty ? 0.1 : 5.0;
-    if (progress_now() - p->t_last_draw >= gap) draw(p, extra, 0);
+    if (util_now_s() - p->t_last_draw >= gap) draw(p, extra, 0);
 }
 
 void progress_finish(Progress *p, const char *extra)

@@ -22,7 +22,5 @@ void progress_start(Progress *p, const char *label, const char *unit, int64_t to
 void progress_update(Progress *p, int64_t done, const char *extra);
 /* Final draw and newline. */
 void progress_finish(Progress *p, const char *extra);
-/* Monotonic seconds. */
-double progress_now(void);
 
 #endif

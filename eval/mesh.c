@@ -11,6 +11,7 @@
  * segments chain head to tail into closed loops; each loop is fanned into triangles. One
  * orientation check on the single-corner case fixes the winding for all cases. */
 #include "mesh.h"
+#include "util.h"
 #include "maskpack.h"
 #include "err.h"
 #include <math.h>
@@ -248,10 +249,9 @@ int mesh_from_planes(const uint8_t *const *planes, int nx, int ny, int nz, const
             v[r] = (float)(affine[r][0] * c[0] + affine[r][1] * c[1] + affine[r][2] * c[2] + affine[r][3]);
     }
     /* an affine with negative determinant mirrors the mesh: restore outward winding */
-    double det = affine[0][0] * (affine[1][1] * affine[2][2] - affine[1][2] * affine[2][1])
-               - affine[0][1] * (affine[1][0] * affine[2][2] - affine[1][2] * affine[2][0])
-               + affine[0][2] * (affine[1][0] * affine[2][1] - affine[1][1] * affine[2][0]);
-    if (det < 0)
+    const double lin[3][3] = { { affine[0][0], affine[0][1], affine[0][2] }, { affine[1][0], affine[1][1], affine[1][2] },
+                               { affine[2][0], affine[2][1], affine[2][2] } };
+    if (util_det3(lin) < 0)
         for (int t = 0; t < out->nt; t++) {
             uint32_t tmp = out->t[3 * (size_t)t + 1];
             out->t[3 * (size_t)t + 1] = out->t[3 * (size_t)t + 2];

@@ -2,6 +2,7 @@
  * model grid -> model -> probabilities back on the slice grid -> the input's voxel grid. */
 #define _POSIX_C_SOURCE 200809L
 #include "predict.h"
+#include "util.h"
 #include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
@@ -135,7 +136,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
                PredictInfo *info)
 {
     memset(info, 0, sizeof *info);
-    const double t_start = progress_now();
+    const double t_start = util_now_s();
     NiiVolume *ct = NULL, *seg = NULL;
     PredictModel *model = NULL;
     ResampleAxis ar, ac, ir, ic;   /* slice -> model grid, and back */
@@ -250,7 +251,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     info->n_structures = C;
     info->n_slices = nz;
     for (int c = 0; c < C; c++) info->n_found += cnt[c] > 0;
-    info->seconds = progress_now() - t_start;
+    info->seconds = util_now_s() - t_start;
 out:
     nii_free(ct);
     nii_free(seg);

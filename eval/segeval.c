@@ -1,6 +1,7 @@
 /* eval/segeval.c : the segeval command line: eval (default) | predict | compare. */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "util.h"
 #include "maskpack.h"
 #include "compare.h"
 #include "err.h"
@@ -149,9 +150,9 @@ static int n_threads(const Args *a)
 /* Metrics of one loaded subject into row. */
 static int score_subject(ReportRun *run, MetricsWork *w, ReportSubject *s, MetricsResult *row)
 {
-    double t0 = progress_now();
+    double t0 = util_now_s();
     TRY(metrics_subject(w, &s->ref, &s->pred, &run->opt, row));
-    run->seconds_metrics += progress_now() - t0;
+    run->seconds_metrics += util_now_s() - t0;
     return SEG_OK;
 }
 
@@ -407,9 +408,9 @@ static int cmd_eval(const Args *a)
     int64_t done = 0;
     for (int j = 0; j < nsub && rc == SEG_OK; j++) {
         ReportSubject s;
-        double t0 = progress_now();
+        double t0 = util_now_s();
         rc = evaluate_subject(ev, j, &s, &pr, &done);
-        run.seconds_inference += progress_now() - t0;
+        run.seconds_inference += util_now_s() - t0;
         if (rc < 0) break;
         run.n_slices += s.ref.nz;
         rc = score_subject(&run, w, &s, res + (size_t)j * ns);

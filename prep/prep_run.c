@@ -2,6 +2,7 @@
  * skip complete subjects, process the rest, commit each in its own transaction, and
  * report failures at the end. */
 #include "prep.h"
+#include "util.h"
 #include "maskpack.h"
 #include "err.h"
 #include "fsutil.h"
@@ -247,7 +248,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
     char **mask_paths = NULL, **use_paths = NULL;
     int have_split = 0, rc;
     memset(st, 0, sizeof *st);
-    double t0 = progress_now();
+    double t0 = util_now_s();
 
     if ((rc = check_cache_dir(dataset, cache_dir)) < 0) goto out;
     if ((rc = prep_list_subjects(dataset, o->verbosity, &subs, &st->n_folders_skipped)) < 0) goto out;
@@ -372,7 +373,7 @@ int prep_run(const char *dataset, const char *cache_dir, const PrepOptions *o, P
         }
     }
     if (rc == SEG_OK) rc = prune_gone(w, &subs, o, st);
-    st->seconds = progress_now() - t0;
+    st->seconds = util_now_s() - t0;
     char extra[128];
     snprintf(extra, sizeof extra, "%lld slices, %d done, %d skipped, %d failed", (long long)st->n_slices, st->n_done,
              st->n_skipped, st->n_failed);

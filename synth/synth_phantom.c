@@ -9,6 +9,7 @@
  * the nominal z range [w0, w0 + Lw] fills the slices), rotates it about z and moves it. */
 #define _POSIX_C_SOURCE 200809L
 #include "synth_phantom.h"
+#include "util.h"
 #include "err.h"
 #include "fsutil.h"
 #include "labels.h"
@@ -21,19 +22,12 @@
 #define PI 3.14159265358979323846
 
 /* ---- PRNG: splitmix64 seeding, xoshiro256** ------------------------------------------ */
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 void synth_rng_seed(SynthRng *r, uint64_t seed, uint64_t stream)
 {
     uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
-    x = splitmix64(&x) ^ stream;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    x = util_splitmix64(&x) ^ stream;
+    for (int i = 0; i < 4; i++) r->s[i] = util_splitmix64(&x);
 }
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -2,6 +2,7 @@
  * TotalSegmentator v2 layout (the anatomy and the files are in synth_phantom.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "synth_phantom.h"
+#include "util.h"
 #include "err.h"
 #include "fsutil.h"
 #include "progress.h"
@@ -257,7 +258,7 @@ int main(int argc, char **argv)
     }
     if (!out) { usage(stderr); return EXIT_USAGE; }
 
-    double t0 = progress_now();
+    double t0 = util_now_s();
     int rc;
     if ((rc = prepare_out(out, (int)n, force)) < 0 || (rc = write_marker(out, &o, seed, (int)n)) < 0) {
         fprintf(stderr, "synthct: %s\n", seg_errmsg());
@@ -291,6 +292,6 @@ int main(int argc, char **argv)
     if (J.prog.tty && J.prog.drawn) progress_finish(&J.prog, NULL);
     if (verbosity >= 2)
         fprintf(stderr, "synthct: %d subject%s in %s (seed %" PRIu64 ", %d thread%s, %.1f s)\n", J.n, J.n == 1 ? "" : "s",
-                out, seed, started ? started : 1, started > 1 ? "s" : "", progress_now() - t0);
+                out, seed, started ? started : 1, started > 1 ? "s" : "", util_now_s() - t0);
     return EXIT_OK;
 }

@@ -8,6 +8,7 @@
  * $SEGKIT_SHARED/data/totalseg-example, default ../shared) */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "util.h"
 #include "maskpack.h"
 #include "benchutil.h"
 #include "err.h"
@@ -85,9 +86,9 @@ int main(int argc, char **argv)
     mo.threads = threads > 0 ? threads : (int)(ncpu > 0 ? ncpu : 1);
     double *tm = malloc(sizeof(double) * (size_t)reps);
     for (int r = 0; r < reps && rc == 0; r++) {
-        double t0 = progress_now();
+        double t0 = util_now_s();
         rc = metrics_subject(w, &ref, &pred, &mo, res);
-        tm[r] = progress_now() - t0;
+        tm[r] = util_now_s() - t0;
     }
     if (rc < 0) { fprintf(stderr, "bench_eval: %s\n", seg_errmsg()); return 1; }
     int n_both = 0;
@@ -112,9 +113,9 @@ int main(int argc, char **argv)
     double *ti = malloc(sizeof(double) * (size_t)(ireps + 1));
     rc = unet_forward(net, x, B, 0);   /* warm-up */
     for (int r = 0; r < ireps && rc == 0; r++) {
-        double t0 = progress_now();
+        double t0 = util_now_s();
         rc = unet_forward(net, x, B, 0);
-        ti[r] = progress_now() - t0;
+        ti[r] = util_now_s() - t0;
     }
     if (rc < 0) { fprintf(stderr, "bench_eval: %s\n", seg_errmsg()); return 1; }
     const double t_batch = b_median(ti, ireps), sps = B / t_batch, t_subject = nz / sps;

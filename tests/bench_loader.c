@@ -7,6 +7,7 @@
  * Unless --no-step, one training step of the default U-Net (32,64,128,256, batch N) is timed
  * after a warm-up, and the loader/step ratio reported (the target is >= 20x). */
 #include "cache.h"
+#include "util.h"
 #include "err.h"
 #include "loader.h"
 #include "prep.h"
@@ -32,13 +33,13 @@ static double run_loader(CacheReader *r, int threads, int aug, int batch, double
     if (loader_create(r, CACHE_SPLIT_TRAIN, 0, &o, &l) < 0) { fprintf(stderr, "bench_loader: %s\n", seg_errmsg()); return -1; }
     LoaderBatch b;
     *slices = 0;
-    double t0 = progress_now(), el = 0;
+    double t0 = util_now_s(), el = 0;
     for (int e = 0; el < seconds || e < 2; e++) {
         if (loader_start_epoch(l, e) < 0) break;
         int rc;
         while ((rc = loader_next(l, &b)) == 1) *slices += b.n;
         if (rc < 0) { fprintf(stderr, "bench_loader: %s\n", seg_errmsg()); loader_free(l); return -1; }
-        el = progress_now() - t0;
+        el = util_now_s() - t0;
     }
     loader_free(l);
     return el;
@@ -120,12 +121,12 @@ int main(int argc, char **argv)
         if (ok) {
             unet_init(m, 1);
             for (int it = 0; it < 2 && ok; it++) {   /* the first step warms up (page faults, packing) */
-                double t0 = progress_now();
+                double t0 = util_now_s();
                 ok = unet_forward(m, b.img, b.n, 1) == 0;
                 unet_loss_bce(m, b.bits, b.presence, b.n);
                 ok = ok && unet_backward(m) == 0;
                 unet_adam_step(m, 1e-3f, 0.9f, 0.999f, 1e-8f);
-                t_step = progress_now() - t0;
+                t_step = util_now_s() - t0;
             }
         }
         if (ok) {

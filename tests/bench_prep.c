@@ -2,6 +2,7 @@
  * and the mask-packing comparison. JSON on stdout.
  *   bench_prep [--reps N] [--threads N] [DATASET_DIR]   (default: the real example subject) */
 #include "prep.h"
+#include "util.h"
 #include "benchutil.h"
 #include "err.h"
 #include "progress.h"
@@ -43,7 +44,7 @@ static double zlib_floor(const Files *f, int64_t *in_bytes, int64_t *out_bytes)
 {
     static unsigned char out[1 << 20];
     *in_bytes = *out_bytes = 0;
-    double t0 = progress_now();
+    double t0 = util_now_s();
     for (int i = 0; i < f->n; i++) {
         FILE *fp = fopen(f->p[i], "rb");
         if (!fp) continue;
@@ -66,7 +67,7 @@ static double zlib_floor(const Files *f, int64_t *in_bytes, int64_t *out_bytes)
         *in_bytes += n;
         free(buf);
     }
-    return progress_now() - t0;
+    return util_now_s() - t0;
 }
 
 /* Compare mask packings over every slice of the cache: all planes vs present planes. */
@@ -94,13 +95,13 @@ static void packing(const char *cache_dir, FILE *o)
                 if ((pres[c / 8] >> (c % 8)) & 1) memcpy(packed + plane * np++, bits + plane * (size_t)c, plane);
             size_t za = ZSTD_compressCCtx(cc, z_all, cap, bits, all, 3);
             size_t zp = np ? ZSTD_compressCCtx(cc, z_pres, cap, packed, np * plane, 3) : 0;
-            double t0 = progress_now();
+            double t0 = util_now_s();
             for (int rep = 0; rep < 3; rep++) ZSTD_decompressDCtx(dc, dec, all, z_all, za);
-            double t1 = progress_now();
+            double t1 = util_now_s();
             for (int rep = 0; rep < 3 && np; rep++) ZSTD_decompressDCtx(dc, dec, all, z_pres, zp);
-            double t2 = progress_now();
+            double t2 = util_now_s();
             for (int rep = 0; rep < 3; rep++) cache_read_slice(cur, s, z, img, bits, pres, 0);
-            double t3 = progress_now();
+            double t3 = util_now_s();
             t_all += (t1 - t0) / 3; t_pres += (t2 - t1) / 3; t_rec += (t3 - t2) / 3;
             bytes_all += (int64_t)za; bytes_pres += (int64_t)zp + (C + 7) / 8;
             slices++; present += (int64_t)np;

@@ -11,6 +11,7 @@
  *                              against plain zlib on the same files, and nii_write; JSON. */
 #define _POSIX_C_SOURCE 200809L
 #include "err.h"
+#include "util.h"
 #include "fsutil.h"
 #include "nii.h"
 #include "testutil.h"
@@ -107,13 +108,6 @@ static int header_equal(const NiiVolume *a, const NiiVolume *b)
            a->bytes_per_voxel == b->bytes_per_voxel && a->sform_code == b->sform_code &&
            a->qform_code == b->qform_code && same_double(a->slope, b->slope) && same_double(a->inter, b->inter) &&
            a->version == b->version;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* ---- good fixtures -------------------------------------------------------------------- */
@@ -346,9 +340,9 @@ static void check_gzip_tail(const char *dir)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint8_t *g = gzip_with_extra((const uint8_t *)nii, n, cases[i].extra, cases[i].bad_crc, &gn);
         if (!g) { CHECK(0, "deflate"); continue; }
-        const double t0 = now_s();
+        const double t0 = util_now_s();
         const int rc = nii_read_mem(g, gn, "tail.nii.gz", 0, &v);
-        const double dt = now_s() - t0;
+        const double dt = util_now_s() - t0;
         CHECK(rc == cases[i].want && (rc != SEG_OK || v->dim[0] == 5), "%s (%zu compressed bytes, %.1f ms) -> %s %s",
               cases[i].what, gn, dt * 1e3, code_name(rc), rc ? seg_errmsg() : "");
         nii_free(v); v = NULL;
@@ -683,7 +677,7 @@ static int bench(const char *dir, int runs)
     char tmpdir[] = "/tmp/nii_bench.XXXXXX";
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
     for (int r = -1; r < runs; r++) {   /* r = -1: warm-up */
-        double t0 = now_s();
+        double t0 = util_now_s();
         size_t out = 0;
         for (int i = 0; i < nf; i++) {
             NiiVolume *v;
@@ -691,24 +685,24 @@ static int bench(const char *dir, int runs)
             out += nii_nvox(v) * (size_t)v->bytes_per_voxel;
             nii_free(v);
         }
-        double t1 = now_s();
+        double t1 = util_now_s();
         size_t zout = 0;
         for (int i = 0; i < nf; i++) zout += zlib_floor(files[i], NULL, 0);
-        double t2 = now_s();
+        double t2 = util_now_s();
         for (int i = 0; i < nf; i++) zlib_floor(NULL, (const uint8_t *)mem[i], mem_n[i]);
-        double t3 = now_s();
+        double t3 = util_now_s();
         for (int i = 0; i < nf; i++) {
             nii_free(vols[i]);
             if (nii_read_mem(mem[i], mem_n[i], files[i], 0, &vols[i]) < 0) { fprintf(stderr, "%s\n", seg_errmsg()); return 1; }
         }
-        double t4 = now_s();
+        double t4 = util_now_s();
         for (int i = 0; i < nf; i++) {
             const char *base = strrchr(files[i], '/') + 1;
             char op[4400];
             snprintf(op, sizeof op, "%s/%s", tmpdir, base);
             if (nii_write(op, vols[i], 1) < 0) { fprintf(stderr, "%s\n", seg_errmsg()); return 1; }
         }
-        double t5 = now_s();
+        double t5 = util_now_s();
         for (int i = 0; i < nf; i++) {   /* the deflate floor: same data, level 1, into memory */
             const size_t nb = nii_nvox(vols[i]) * (size_t)vols[i]->bytes_per_voxel;
             uLongf cap = compressBound(nb);
@@ -721,7 +715,7 @@ static int bench(const char *dir, int runs)
             deflateEnd(&zs);
             free(o);
         }
-        double t6 = now_s();
+        double t6 = util_now_s();
         for (int i = 0; i < nf; i++) {   /* ... and written to a file in place (no temp + rename) */
             const size_t nb = nii_nvox(vols[i]) * (size_t)vols[i]->bytes_per_voxel;
             uLongf cap = compressBound(nb);
@@ -739,7 +733,7 @@ static int bench(const char *dir, int runs)
             deflateEnd(&zs);
             free(o);
         }
-        double t7 = now_s();
+        double t7 = util_now_s();
         if (zout < out || zout - out > (size_t)nf * 65536) {   /* zlib's output also holds the headers */
             fprintf(stderr, "size mismatch: voxels %zu, whole files %zu\n", out, zout);
             return 1;

@@ -5,6 +5,7 @@
 #ifndef SEG_TESTUTIL_H
 #define SEG_TESTUTIL_H
 #include "maskpack.h"
+#include "util.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,14 +24,8 @@ static inline int t_report(const char *name)
     return t_fails ? 1 : 0;
 }
 
-/* splitmix64: seeded test data */
-static inline uint64_t t_rand(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* seeded test data (splitmix64) */
+static inline uint64_t t_rand(uint64_t *s) { return util_splitmix64(s); }
 /* Bit-pack 0/1 float targets (n, nch, hw) the way the cache stores masks: bits (n*nch planes of
  * hw/8 bytes) and the presence bitmap ((nch+7)/8 bytes per sample). A plane without a set pixel
  * is marked absent and its bytes filled with 0x5A, garbage the loss must ignore. */

@@ -17,6 +17,7 @@
  * to the samples holding it, read from the presence bitmaps once at loader_create. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader.h"
+#include "util.h"
 #include "maskpack.h"
 #include "hunorm.h"
 #include "err.h"
@@ -80,13 +81,7 @@ struct Loader {
 
 /* ---- random numbers: splitmix64, so every draw is a pure function of its inputs ---- */
 
-static uint64_t mix(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t mix(uint64_t z) { return util_splitmix64(&z); }   /* the output for state z */
 
 static uint64_t next_u64(uint64_t *s) { return mix(*s += 0x632BE59BD9B4E019ull); }
 static double next_unit(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }   /* [0, 1) */

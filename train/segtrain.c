@@ -1,6 +1,7 @@
 /* train/segtrain.c : the segtrain command line: train the U-Net on a segprep cache. */
 #define _POSIX_C_SOURCE 200809L
 #include "cache.h"
+#include "util.h"
 #include "ckpt.h"
 #include "err.h"
 #include "fsutil.h"
@@ -725,7 +726,7 @@ static int count_head_prior(Run *r)
 {
     const int C = cache_n_channels(r->cache);
     int64_t used = 0;
-    double t0 = progress_now();
+    double t0 = util_now_s();
     free(r->s.prior);
     r->s.n_prior = 0;
     if (!(r->s.prior = malloc(sizeof(double) * (size_t)C))) return seg_err(SEG_ENOMEM, "head prior");
@@ -737,7 +738,7 @@ static int count_head_prior(Run *r)
     int present = 0;
     for (int c = 0; c < C; c++) present += r->s.prior[c] > 0;
     LOG(3, "segtrain: head bias at the log prior of each structure (%d of %d present in %lld train slices, %.2f s)\n", present,
-        C, (long long)used, progress_now() - t0);
+        C, (long long)used, util_now_s() - t0);
     return SEG_OK;
 }
 
@@ -847,7 +848,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     snprintf(label, sizeof label, "epoch %d/%d", epoch, r->o.epochs);
     Progress pr;
     progress_start(&pr, label, "slices", loader_n_samples(r->tl), g_verbosity >= 2 && tty, 1);
-    double t0 = progress_now(), sum = 0;
+    double t0 = util_now_s(), sum = 0;
     int64_t seen = 0, skipped = 0;                   /* skipped: fp16 steps whose gradients overflowed */
     LoaderBatch b;
     const int64_t steps = (int64_t)loader_n_batches(r->tl), total = steps * r->o.epochs;
@@ -873,7 +874,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         snprintf(extra, sizeof extra, "loss %.4f", sum / seen);
         progress_update(&pr, seen, extra);
     }
-    double el = progress_now() - t0;
+    double el = util_now_s() - t0;
     if (rc < 0 && !strstr(seg_errmsg(), r->o.cache)) rc = seg_err(rc, "%s: %s", r->o.cache, seg_errmsg());
     if (rc < 0 || g_stop) {
         if (pr.drawn && pr.tty) fputc('\n', stderr);
@@ -915,7 +916,7 @@ static int finish_epoch(Run *r, HistoryEpoch *he, double t0, int *stop)
         he->val_dice_c = r->dice_c;
         validated = 1;
     }
-    he->seconds = progress_now() - t0;
+    he->seconds = util_now_s() - t0;
     s->epoch = he->epoch;
     /* the monitored value: val Dice when validated this epoch, else (no val split) train loss.
      * Equal Dice (all zero early on, or no structure in val at all) is decided by the val loss. */
@@ -999,7 +1000,7 @@ int main(int argc, char **argv)
     }
     if (!o->out) { fprintf(stderr, "segtrain: --out RUN_DIR is required (see segtrain --help)\n"); return EXIT_USAGE; }
 
-    double t_start = progress_now();
+    double t_start = util_now_s();
     r.s.lr = o->lr;
     r.s.best = NAN;
     r.s.best_loss = NAN;
@@ -1013,7 +1014,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     for (int epoch = r.s.epoch + 1; rc == SEG_OK && !stop && epoch <= o->epochs; epoch++) {
-        double t0 = progress_now();
+        double t0 = util_now_s();
         HistoryEpoch he = { .epoch = epoch, .val_loss = NAN, .val_dice = NAN, .lr = r.s.lr };
         rc = train_epoch(&r, epoch, &he);
         if (rc == SEG_OK && !g_stop) rc = finish_epoch(&r, &he, t0, &stop);
@@ -1030,14 +1031,14 @@ int main(int argc, char **argv)
     } else {
         if (r.s.best_epoch > 0 && r.has_val && !isfinite(r.s.best))
             LOG(2, "segtrain: done: %d epochs in %.1f s; no structure is present in the validation slices, so the best "
-                   "epoch is %d by validation loss (%.5g) -> %s/best.safetensors\n", r.s.epoch, progress_now() - t_start,
+                   "epoch is %d by validation loss (%.5g) -> %s/best.safetensors\n", r.s.epoch, util_now_s() - t_start,
                 r.s.best_epoch, r.s.best_loss, o->out);
         else if (r.s.best_epoch > 0)
             LOG(2, "segtrain: done: %d epochs in %.1f s; best %s %.5g at epoch %d -> %s/best.safetensors\n", r.s.epoch,
-                progress_now() - t_start, r.s.hist.monitor, r.s.best, r.s.best_epoch, o->out);
+                util_now_s() - t_start, r.s.hist.monitor, r.s.best, r.s.best_epoch, o->out);
         else   /* a val split whose masks are all empty has no Dice to rank epochs by */
             LOG(2, "segtrain: done: %d epochs in %.1f s; no best.safetensors: %s was never defined (no structure present "
-                   "in the validation slices?)\n", r.s.epoch, progress_now() - t_start, r.s.hist.monitor);
+                   "in the validation slices?)\n", r.s.epoch, util_now_s() - t_start, r.s.hist.monitor);
         code = EXIT_OK;
     }
     close_run(&r);
