@@ -109,6 +109,8 @@ with tempfile.TemporaryDirectory() as tmp:
         cs = world_centroid(np.asarray(nib.load(os.path.join(REAL, "segmentations", "spleen.nii.gz")).dataobj) > 0, ra)
         real_conv = np.sign(cl[0] - cs[0])
         print(f"     real example: liver x {cl[0]:.1f}, spleen x {cs[0]:.1f} (world RAS+ mm)")
+    else:
+        print(f"SKIP left/right convention against the real example: {REAL} not found")   # counted by run_tests.sh
 
     for s in range(N):
         sid = f"s{s:04d}"
