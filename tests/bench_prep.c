@@ -2,6 +2,7 @@
  * and the mask-packing comparison. JSON on stdout.
  *   bench_prep [--reps N] [--threads N] [DATASET_DIR]   (default: the real example subject) */
 #include "prep.h"
+#include "maskpack.h"
 #include "util.h"
 #include "benchutil.h"
 #include "err.h"
@@ -92,7 +93,7 @@ static void packing(const char *cache_dir, FILE *o)
             cache_read_slice(cur, s, z, img, bits, pres, 1);
             size_t np = 0;
             for (int c = 0; c < C; c++)
-                if ((pres[c / 8] >> (c % 8)) & 1) memcpy(packed + plane * np++, bits + plane * (size_t)c, plane);
+                if (maskpack_get(pres, c)) memcpy(packed + plane * np++, bits + plane * (size_t)c, plane);
             size_t za = ZSTD_compressCCtx(cc, z_all, cap, bits, all, 3);
             size_t zp = np ? ZSTD_compressCCtx(cc, z_pres, cap, packed, np * plane, 3) : 0;
             double t0 = util_now_s();

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include "benchutil.h"
+#include "maskpack.h"
 #include "err.h"
 #include "unet.h"
 
@@ -92,8 +93,8 @@ int main(int argc, char **argv)
         uint8_t *b = bits + pl * HW / 8;
         int any = 0;
         for (size_t q = 0; q < HW; q++)
-            if (b_rand(&s) % 50 == 0) { b[q / 8] |= (uint8_t)(1u << (q % 8)); any = 1; }
-        if (any) pres[(pl / classes) * CB + (pl % classes) / 8] |= (uint8_t)(1u << (pl % classes % 8));
+            if (b_rand(&s) % 50 == 0) { maskpack_set(b, q); any = 1; }
+        if (any) maskpack_set(pres + (pl / classes) * CB, pl % classes);
     }
     const double gflop_step = unet_flops_per_sample(m) * 3.0 * batch / 1e9;
 

@@ -2,6 +2,7 @@
  * checks, and a writer/reader round trip through LMDB incl. replace and reopen; the writer's
  * get / set_split / ids / remove, fingerprints and labelled channels in the subject record. */
 #include "cache.h"
+#include "maskpack.h"
 #include "err.h"
 #include "testutil.h"
 #include <stdlib.h>
@@ -46,7 +47,7 @@ int main(int argc, char **argv)
     CHECK(memcmp(img, img2, npx * 2) == 0, "image bit-exact");
     int ok = 1;
     for (int c = 0; c < C; c++) {
-        int present = (pres[c / 8] >> (c % 8)) & 1;
+        int present = maskpack_get(pres, c);
         int want = planes[c] && c != 12;
         if (present != want) ok = 0;
         const uint8_t *exp = want ? planes[c] : NULL;
