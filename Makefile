@@ -155,6 +155,10 @@ test-bins: $(PROGS) $(TEST_BINS) $(CU_TEST_BINS) $(REPLAY_BINS) $(EMU_BINS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(DIR_INC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+# Per-file flags (e.g. one kernel object per instruction set in common/nn): a
+# target-specific variable here, e.g. $(BUILD)/common/nn/nn_gemm_avx512.o: CFLAGS += -mavx512f.
+# New common/*.c, common/nn/*.c and common/gpu/*.cu files join libsegcommon.a by themselves;
+# new common/unet*.c files are also rebuilt with SEG_HAVE_CUDA for the emulator (EMU_UNET).
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 

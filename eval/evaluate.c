@@ -1,6 +1,7 @@
 /* eval/evaluate.c : checkpoint x cache evaluation: subject selection, batched inference,
  * thresholding into bit planes beside the cached reference planes. */
 #include "evaluate.h"
+#include "hunorm.h"
 #include "maskpack.h"
 #include "cache.h"
 #include "err.h"
@@ -134,7 +135,7 @@ int evaluate_subject(Evaluator *e, int j, ReportSubject *s, Progress *p, int64_t
         /* the model's stack: slices z0-K .. z0+nb-1+K clamped to the subject (the ends repeat);
          * context slices are decoded image-only, a repeated one copied from the slot before */
         for (int j = 0; j < nb + 2 * K && rc == SEG_OK; j++) {
-            const int zj = z0 - K + j, z = zj < 0 ? 0 : zj >= nz ? nz - 1 : zj;
+            const int zj = z0 - K + j, z = hunorm_context_z(zj, nz);
             int16_t *dst = e->img + (size_t)j * npx;
             if (j < K || j >= K + nb) {
                 if (j > 0 && (zj < 0 || zj > nz - 1)) memcpy(dst, dst - npx, sizeof(int16_t) * (size_t)npx);

@@ -2,6 +2,7 @@
  * model grid -> model -> probabilities back on the slice grid -> the input's voxel grid. */
 #define _POSIX_C_SOURCE 200809L
 #include "predict.h"
+#include "hunorm.h"
 #include "util.h"
 #include "maskpack.h"
 #include "err.h"
@@ -193,7 +194,7 @@ int predict_ct(const char *checkpoint, const char *ct_path, const char *out_dir,
     for (int z0 = 0; z0 < nz && rc == SEG_OK; z0 += nb_max) {
         const int nb = nz - z0 < nb_max ? nz - z0 : nb_max;
         for (int j = 0; j < nb + 2 * K; j++) {   /* slices z0-K .. z0+nb-1+K, the volume's ends repeated */
-            const int zj = z0 - K + j, z = zj < 0 ? 0 : zj >= nz ? nz - 1 : zj;
+            const int zj = z0 - K + j, z = hunorm_context_z(zj, nz);
             if (j > 0 && (zj < 0 || zj > nz - 1)) {
                 memcpy(batch + (size_t)j * npx, batch + (size_t)(j - 1) * npx, sizeof(int16_t) * (size_t)npx);
                 continue;

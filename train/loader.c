@@ -357,8 +357,6 @@ static void warp_image(const Loader *l, const int16_t *hu, float *dst, int32_t *
         }
 }
 
-static int clamp_z(int z, int n) { return z < 0 ? 0 : z >= n ? n - 1 : z; }
-
 /* The context channels other than the centre (already in img channel K): slices z-K..z+K
  * clamped to the subject, decoded image-only, a repeated slice copied from its twin. */
 static int fill_context(Worker *w, const CacheSubject *subj, int z, float *img, const Aug *a)
@@ -367,11 +365,11 @@ static int fill_context(Worker *w, const CacheSubject *subj, int z, float *img, 
     const int K = l->o.context;
     const size_t HW = (size_t)l->H * l->W;
     for (int ch = 0; ch < l->CH; ch++) {
-        const int zc = clamp_z(z - K + ch, subj->n_slices);
+        const int zc = hunorm_context_z(z - K + ch, subj->n_slices);
         float *dst = img + (size_t)ch * HW;
         if (ch == K) continue;
         if (zc == z) { memcpy(dst, img + (size_t)K * HW, sizeof(float) * HW); continue; }
-        if (ch > 0 && zc == clamp_z(z - K + ch - 1, subj->n_slices)) { memcpy(dst, dst - HW, sizeof(float) * HW); continue; }
+        if (ch > 0 && zc == hunorm_context_z(z - K + ch - 1, subj->n_slices)) { memcpy(dst, dst - HW, sizeof(float) * HW); continue; }
         TRY(cache_read_slice(w->cur, subj, zc, w->hu, NULL, NULL, 0));
         if (a) warp_image(l, w->hu, dst, NULL, a);
         else hunorm_apply(w->hu, dst, HW, l->o.hu_lo, l->o.hu_hi);
