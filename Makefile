@@ -53,7 +53,7 @@ ifeq ($(GPU),1)
     NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
     NVCCFLAGS ?= -O3 -std=c++17 $(NVCC_ARCH) -Xcompiler -Wall,-fno-strict-aliasing
     CPPFLAGS  += -DSEG_HAVE_CUDA -I$(CUDA_HOME)/include
-    CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+    CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC)) $(BUILD)/common/gpu/unet_cuda.o
     CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
     LDFLAGS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR)
     LDLIBS    += -lcudnn -lcublas -lcudart -lstdc++
@@ -77,8 +77,8 @@ ifeq ($(HAVE_CUDA_HEADERS),1)
   EMU_FLAGS := -std=c++17 -g $(OPT) -Wall -Wno-unused-parameter -Wno-unused-function -pthread -fno-strict-aliasing \
                -Itests/cuemu -I$(CUDA_HOME)/include $(filter-out -Itools,$(CPPFLAGS)) -DSEG_HAVE_CUDA
   EMU_OBJS  := $(patsubst common/gpu/%.cu,$(EMU)/%.o,$(CU_SRC)) $(EMU)/cuemu_rt.o $(EMU)/cuemu_dnn.o $(EMU)/cuemu_blas.o \
-               $(EMU)/unet.o $(EMU)/unet_device.o
-  EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet.o $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
+               $(EMU)/unet_cuda.o $(EMU)/unet_device.o
+  EMU_LINK   = $(EMU_OBJS) $(filter-out $(BUILD)/common/unet_device.o $(CU_OBJS),$(LIB_OBJS)) \
                $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))
   EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu
   ifeq ($(SAN),1)
@@ -142,14 +142,16 @@ $(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(LIB)
 $(EMU)/%.cpp: common/gpu/%.cu tools/cuemu_launch.pl
 	@mkdir -p $(dir $@)
 	perl tools/cuemu_launch.pl $< < $< > $@.tmp && mv $@.tmp $@
-$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h
+$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h common/unet_layers.h
 	$(CXX) $(EMU_FLAGS) -include cuemu.h -c $< -o $@
 $(EMU)/cuemu_%.o: tests/cuemu/cuemu_%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -c $< -o $@
-$(EMU)/unet.o $(EMU)/unet_device.o: $(EMU)/%.o: common/%.c common/unet.h common/gpu/gpu.h
+$(EMU)/unet_device.o: common/unet_device.c
+$(EMU)/unet_cuda.o: common/gpu/unet_cuda.c
+$(EMU)/unet_device.o $(EMU)/unet_cuda.o: common/unet.h common/unet_backend.h common/unet_layers.h common/gpu/gpu.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $(filter %.c,$^) -o $@
 $(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -Itests -include cuemu.h -x c++ -c $< -o $@
