@@ -242,7 +242,7 @@ static int all_geos(GpuNet *g, ConvGeo **qs)
 
 static int create_buffers(GpuNet *g)
 {
-    const int L = g->L, *f = g->net.cfg.features, C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
+    const int C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
     g->n_nbt = 0;
     for (int i = 0; i < g->net.n; i++) {
         const UnetLayer *l = &g->net.layer[i];
@@ -334,8 +334,10 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->dice, sizeof(unsigned long long) * 3 * C));
     TRY(DALLOC(g, g->coef, sizeof(float) * 2 * C));
     TRY(HALLOC(g->coef_pin, sizeof(float) * 2 * C));
-    int cmax = C;
-    for (int l = 0; l < L; l++) if (f[l] > cmax) cmax = f[l];
+    int cmax = 0;                         /* gk_channel_sum runs for the biases of the UP layers and the head */
+    for (int i = 0; i < g->net.n; i++)
+        if ((g->net.layer[i].kind == UNET_UP || g->net.layer[i].kind == UNET_HEAD) && g->net.layer[i].cout > cmax)
+            cmax = g->net.layer[i].cout;
     TRY(DALLOC(g, g->csum, sizeof(double) * (size_t)cmax * GK_CSUM_SPLIT));
     TRY(HALLOC(g->dice_pin, sizeof(unsigned long long) * 3 * C));
     for (int r = 0; r < RING; r++)
