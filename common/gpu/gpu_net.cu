@@ -1,5 +1,5 @@
-/* common/gpu/gpu_net.cu : the U-Net on one CUDA device (see gpu.h). The same network as
- * common/unet.c, NCHW float32 activations:
+/* common/gpu/gpu_net.cu : the U-Net on one CUDA device (see gpu.h). The same network as the
+ * CPU backend (common/unet_cpu.c), from the same layer table (unet_layers.h); NCHW float32:
  *   conv3x3 (cuDNN) -> BatchNorm (cuDNN, batch statistics or running ones) -> ReLU (ours),
  *   MaxPool 2x2 and the skip concatenation (ours), ConvTranspose 2x2 s2 = cuDNN's backward-
  *   data of a stride-2 conv (+ bias, ours), head conv1x1 = cuBLAS strided-batched SGEMM.
