@@ -66,7 +66,7 @@ ifeq ($(GPU),1)
     NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
     NVCCFLAGS ?= -O3 -std=c++17 $(NVCC_ARCH) -Xcompiler -Wall,-fno-strict-aliasing
     CPPFLAGS  += -DSEG_HAVE_CUDA -I$(CUDA_HOME)/include
-    CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+    CU_OBJS   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC)) $(BUILD)/common/gpu/unet_cuda.o
     CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
     LDFLAGS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR)
     LDLIBS    += -lcudnn -lcublas -lcudart -lstdc++
@@ -134,7 +134,7 @@ ifeq ($(HAVE_CUDA_HEADERS),1)
                -Itests/cuemu -I$(CUDA_HOME)/include $(COMMON_INC) $(CPPFLAGS) -DSEG_HAVE_CUDA
   EMU_UNET  := $(patsubst common/%.c,$(EMU)/%.o,$(wildcard common/unet*.c))
   EMU_OBJS  := $(patsubst common/gpu/%.cu,$(EMU)/%.o,$(CU_SRC)) $(EMU)/cuemu_rt.o $(EMU)/cuemu_dnn.o $(EMU)/cuemu_blas.o \
-               $(EMU_UNET)
+               $(EMU_UNET) $(EMU)/unet_cuda.o
   EMU_LIBCOMMON := $(EMU)/libsegcommon.a
   EMU_LDLIBS = $(filter-out -lcudnn -lcublas -lcudart,$(LDLIBS))
   EMU_BINS  := $(BUILD)/tests/test_gpu_emu $(BUILD)/tests/test_gpu_kernels_emu
@@ -196,12 +196,16 @@ $(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(LIBCOMMON)
 $(EMU)/%.cpp: common/gpu/%.cu tools/cuemu_launch.pl
 	@mkdir -p $(dir $@)
 	perl tools/cuemu_launch.pl $< < $< > $@.tmp && mv $@.tmp $@
-$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h
+$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h common/unet_layers.h
 	$(CXX) $(EMU_FLAGS) -include cuemu.h -c $< -o $@
 $(EMU)/cuemu_%.o: tests/cuemu/cuemu_%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -c $< -o $@
+# the C side of the U-Net (common/unet*.c) and the CUDA backend's entry, built with SEG_HAVE_CUDA
 $(EMU_UNET): $(EMU)/%.o: common/%.c $(wildcard common/unet*.h) common/gpu/gpu.h
+	@mkdir -p $(dir $@)
+	$(CC) $(COMMON_INC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
+$(EMU)/unet_cuda.o: common/gpu/unet_cuda.c $(wildcard common/unet*.h) common/gpu/gpu.h
 	@mkdir -p $(dir $@)
 	$(CC) $(COMMON_INC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
 $(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h

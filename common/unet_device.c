@@ -1,23 +1,24 @@
 /* common/unet_device.c : --device and --amp: parsing, and resolving "auto" to the GPU when
- * one is usable (unet.h). The only place that asks whether this build has CUDA. */
+ * one is usable (unet.h); the backend registry (unet_backend.h). unet_backend_find is the
+ * only place that knows whether this build has CUDA. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "err.h"
 #include "unet.h"
-#ifdef SEG_HAVE_CUDA
-#include "gpu.h"
-#endif
+#include "unet_backend.h"
 
-int unet_have_cuda(void)
+const UnetBackend *unet_backend_find(int kind)
 {
+    if (kind == UNET_CPU) return &unet_backend_cpu;
 #ifdef SEG_HAVE_CUDA
-    return 1;
-#else
-    return 0;
+    if (kind == UNET_CUDA) return &unet_backend_cuda;
 #endif
+    return NULL;
 }
+
+int unet_have_cuda(void) { return unet_backend_find(UNET_CUDA) != NULL; }
 
 int unet_device_parse(const char *s, UnetDevice *d)
 {
@@ -61,23 +62,23 @@ static int pick(UnetDevice *d, char *buf, size_t cap)
         snprintf(buf, cap, "cpu");
         return SEG_OK;
     }
-#ifdef SEG_HAVE_CUDA
+    const UnetBackend *cuda = unet_backend_find(UNET_CUDA);
+    if (!cuda) {
+        if (d->kind == UNET_CUDA)
+            return seg_err(SEG_EGPU, "--device cuda:%d is not available: this build of segkit has no CUDA backend "
+                           "(the CUDA toolkit was not found at build time, or GPU=0); rebuild with the toolkit installed",
+                           d->index);
+        d->kind = UNET_CPU;
+        snprintf(buf, cap, "cpu (this build has no CUDA backend)");
+        return SEG_OK;
+    }
     char why[512];
-    if (gpu_probe(d->index, buf, cap) == SEG_OK) { d->kind = UNET_CUDA; return SEG_OK; }
+    if (cuda->probe(d->index, buf, cap) == SEG_OK) { d->kind = UNET_CUDA; return SEG_OK; }
     if (d->kind == UNET_CUDA) return seg_err(SEG_EGPU, "--device cuda:%d is not available: %s", d->index, seg_errmsg());
     snprintf(why, sizeof why, "%s", seg_errmsg());
     d->kind = UNET_CPU;
     snprintf(buf, cap, "cpu (no GPU: %s)", why);
     return SEG_OK;
-#else
-    if (d->kind == UNET_CUDA)
-        return seg_err(SEG_EGPU, "--device cuda:%d is not available: this build of segkit has no CUDA backend "
-                       "(the CUDA toolkit was not found at build time, or GPU=0); rebuild with the toolkit installed",
-                       d->index);
-    d->kind = UNET_CPU;
-    snprintf(buf, cap, "cpu (this build has no CUDA backend)");
-    return SEG_OK;
-#endif
 }
 
 int unet_device_resolve(UnetDevice *d, char *desc, size_t cap)

@@ -1,8 +1,9 @@
 /* common/gpu/gpu.h : the CUDA backend of the U-Net (cuDNN convolutions and BatchNorm,
  * cuBLAS for the 1x1 head, our own kernels for ReLU, pooling, concat, the packed-mask BCE,
  * Dice counts and Adam). Built only when the Makefile finds the CUDA toolkit
- * (SEG_HAVE_CUDA); common/unet.c is its only caller and keeps the host copy of the state
- * dict, so checkpoints are the same whichever device trained them.
+ * (SEG_HAVE_CUDA); common/gpu/unet_cuda.c (the CUDA entry of the backend table) is its only
+ * caller, and the facade keeps the host copy of the state dict, so checkpoints are the same
+ * whichever device trained them. The layers come from the same table as the CPU's.
  *
  * Device memory: the parameter block, its gradients, the Adam moments and the BatchNorm
  * buffers in the host layout (unet.h), plus every activation for max_batch, allocated once
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "unet.h"
+#include "unet_layers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,16 +28,13 @@ int gpu_probe(int index, char *desc, size_t cap);
 
 typedef struct GpuNet GpuNet;
 
-/* What the GPU model needs from the host model: its shape and its state-dict table (the
- * tensors' offsets into the host parameter block / buffer block, found by name). */
+/* What the GPU model needs from the host model: the layer table (shapes and the offsets of
+ * every tensor in the host parameter / buffer blocks, whose layout the device copies keep;
+ * copied at create) and the batch geometry. */
 typedef struct GpuNetDesc {
-    UnetConfig        cfg;
+    const UnetLayers *net;
     int               max_batch, H, W;
     int               device, amp;          /* CUDA device index; UNET_AMP_* */
-    const UnetTensor *tensors;
-    int               n_tensors;
-    size_t            n_params, n_bufs;
-    const float      *params, *bufs;        /* host blocks the tensor views point into */
 } GpuNetDesc;
 
 int  gpu_net_create(const GpuNetDesc *d, GpuNet **out);

@@ -1,5 +1,5 @@
-/* common/gpu/gpu_net.cu : the U-Net on one CUDA device (see gpu.h). The same network as
- * common/unet.c, NCHW float32 activations:
+/* common/gpu/gpu_net.cu : the U-Net on one CUDA device (see gpu.h). The same network as the
+ * CPU backend (common/unet_cpu.c), from the same layer table (unet_layers.h); NCHW float32:
  *   conv3x3 (cuDNN) -> BatchNorm (cuDNN, batch statistics or running ones) -> ReLU (ours),
  *   MaxPool 2x2 and the skip concatenation (ours), ConvTranspose 2x2 s2 = cuDNN's backward-
  *   data of a stride-2 conv (+ bias, ours), head conv1x1 = cuBLAS strided-batched SGEMM.
@@ -24,13 +24,12 @@ extern "C" {
 #include "gpu.h"
 #include "gpu_kernels.h"
 #include "gpu_math.h"
+#include "unet_layers.h"
 
-#define CU_TRY(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) return seg_err(SEG_EGPU, "%s:%d: %s: %s", \
-    __FILE__, __LINE__, #x, cudaGetErrorString(e_)); } while (0)
-#define DNN_TRY(x) do { cudnnStatus_t e_ = (x); if (e_ != CUDNN_STATUS_SUCCESS) return seg_err(SEG_EGPU, \
-    "%s:%d: %s: %s", __FILE__, __LINE__, #x, cudnnGetErrorString(e_)); } while (0)
-#define BLAS_TRY(x) do { cublasStatus_t e_ = (x); if (e_ != CUBLAS_STATUS_SUCCESS) return seg_err(SEG_EGPU, \
-    "%s:%d: %s: %s", __FILE__, __LINE__, #x, cublasGetStatusString(e_)); } while (0)
+/* CUDA, cuDNN and cuBLAS statuses -> SEG_EGPU with the call and file:line (err.h's CHECK_GEN) */
+#define CU_TRY(x)   CHECK_GEN(cudaError_t, x, cudaSuccess, cudaGetErrorString, SEG_EGPU)
+#define DNN_TRY(x)  CHECK_GEN(cudnnStatus_t, x, CUDNN_STATUS_SUCCESS, cudnnGetErrorString, SEG_EGPU)
+#define BLAS_TRY(x) CHECK_GEN(cublasStatus_t, x, CUBLAS_STATUS_SUCCESS, cublasGetStatusString, SEG_EGPU)
 #define KERNEL_CHECK() CU_TRY(cudaGetLastError())
 /* every entry point: the calling thread may have another device current */
 #define ON_DEVICE(g) CU_TRY(cudaSetDevice((g)->d.device))
@@ -96,21 +95,15 @@ typedef struct ConvGeo {
     int algo_next;
 } ConvGeo;
 
-typedef struct Conv {             /* conv3x3 (no bias) -> BatchNorm2d -> ReLU */
-    ConvGeo geo;
-    size_t w, gamma, beta;        /* offsets into params / grads */
-    size_t rm, rv;                /* offsets into bufs */
-    float *z, *a;                 /* (N, Co, H, W) */
-    float *smean, *sinv;          /* BatchNorm's saved batch statistics */
-} Conv;
-
-typedef struct Up {               /* ConvTranspose2d 2x2 s2 + bias */
-    ConvGeo geo;                  /* x = the output u (N, Co, 2h, 2w), y = the input (N, Ci, h, w) */
-    size_t w, b;
-    float *u;
-} Up;
-
-typedef struct Block { Conv c1, c2; } Block;
+/* The device side of one entry of the layer table (its offsets into params / grads / bufs
+ * are the table's). */
+typedef struct GLayer {
+    ConvGeo geo;                  /* CONV3: its conv; UP: x = the output u (N, Co, 2h, 2w), y = the input (N, Ci, h, w) */
+    float *y;                     /* CONV3: raw output z; UP: u; POOL: pooled output; CAT: the concatenation */
+    float *a;                     /* CONV3: ReLU output (N, Co, H, W) */
+    float *smean, *sinv;          /* CONV3: BatchNorm's saved batch statistics */
+    float *dskip;                 /* CAT: gradient of the skip input */
+} GLayer;
 
 struct GpuNet {
     GpuNetDesc d;
@@ -130,14 +123,12 @@ struct GpuNet {
     float *params, *grads, *adam_m, *adam_v, *bufs;
     void *hparams;                        /* AMP: half copy of params */
     int hparams_stale;
-    int nbt_host[4 * UNET_MAX_LEVELS + 2];   /* offsets of num_batches_tracked in bufs */
+    int nbt_host[UNET_LAYERS_MAX];        /* offsets of num_batches_tracked in bufs */
     int *nbt_off;                         /* the same on the device */
     int n_nbt;
-    /* layers */
-    Block enc[UNET_MAX_LEVELS], dec[UNET_MAX_LEVELS], bott;
-    Up up[UNET_MAX_LEVELS];
-    size_t head_w, head_b;
-    float *pool[UNET_MAX_LEVELS + 1], *cat[UNET_MAX_LEVELS], *dskip[UNET_MAX_LEVELS];
+    /* layers: the table (a copy) and each entry's device state */
+    UnetLayers net;
+    GLayer lay[UNET_LAYERS_MAX];
     float *logits, *dlogits;
     float *gA, *gB, *gC, *gDZ;
     void *hA, *hB, *hW;                   /* AMP scratch: inputs, outputs, weight grads */
@@ -197,19 +188,6 @@ static int halloc(void **p, size_t bytes)
 }
 #define HALLOC(p, n) halloc((void **)&(p), (n))
 
-/* Offset of a state-dict tensor by name: into params (trainable) or bufs. */
-static int find(const GpuNetDesc *d, const char *name, int trainable, size_t *off)
-{
-    for (int i = 0; i < d->n_tensors; i++) {
-        const UnetTensor *t = &d->tensors[i];
-        if (strcmp(t->name, name)) continue;
-        if (t->trainable != trainable) break;
-        *off = (size_t)((trainable ? t->data - d->params : t->data - d->bufs));
-        return SEG_OK;
-    }
-    return seg_err(SEG_EARG, "GPU model: state dict has no %s tensor '%s'", trainable ? "trainable" : "buffer", name);
-}
-
 static void geo_set(ConvGeo *g, int xc, int xh, int xw, int k, int r, int pad, int stride)
 {
     memset(g, 0, sizeof *g);
@@ -218,52 +196,16 @@ static void geo_set(ConvGeo *g, int xc, int xh, int xw, int k, int r, int pad, i
     g->yw = (xw + 2 * pad - r) / stride + 1;
 }
 
-static int conv_layer(GpuNet *g, Conv *c, const char *pre, int i_conv, int i_bn, int ci, int co, int H, int W)
-{
-    char nm[160];
-    size_t rv = 0;
-    geo_set(&c->geo, ci, H, W, co, 3, 1, 1);
-    snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_conv); TRY(find(&g->d, nm, 1, &c->w));
-    c->geo.w = c->w;
-    snprintf(nm, sizeof nm, "%s.net.%d.weight", pre, i_bn); TRY(find(&g->d, nm, 1, &c->gamma));
-    snprintf(nm, sizeof nm, "%s.net.%d.bias", pre, i_bn); TRY(find(&g->d, nm, 1, &c->beta));
-    snprintf(nm, sizeof nm, "%s.net.%d.running_mean", pre, i_bn); TRY(find(&g->d, nm, 0, &c->rm));
-    snprintf(nm, sizeof nm, "%s.net.%d.running_var", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
-    c->rv = rv;
-    snprintf(nm, sizeof nm, "%s.net.%d.num_batches_tracked", pre, i_bn); TRY(find(&g->d, nm, 0, &rv));
-    g->nbt_host[g->n_nbt++] = (int)rv;
-    const size_t P = (size_t)g->d.max_batch * H * W;
-    TRY(DALLOC(g, c->z, sizeof(float) * P * co));
-    TRY(DALLOC(g, c->a, sizeof(float) * P * co));
-    TRY(DALLOC(g, c->smean, sizeof(float) * co));
-    TRY(DALLOC(g, c->sinv, sizeof(float) * co));
-    if (P * (size_t)(ci > co ? ci : co) > g->maxel) g->maxel = P * (size_t)(ci > co ? ci : co);
-    if ((size_t)ci * co * 9 > g->maxw) g->maxw = (size_t)ci * co * 9;
-    return SEG_OK;
-}
-
-static int block_layer(GpuNet *g, Block *b, const char *pre, int ci, int co, int H, int W)
-{
-    TRY(conv_layer(g, &b->c1, pre, 0, 1, ci, co, H, W));
-    return conv_layer(g, &b->c2, pre, 3, 4, co, co, H, W);
-}
-
 extern "C" void gpu_net_free(GpuNet *g)
 {
     if (!g) return;
     cudaSetDevice(g->d.device);
     if (g->st) cudaStreamSynchronize(g->st);
     if (g->cp) cudaStreamSynchronize(g->cp);
-    Conv *cs[4 * UNET_MAX_LEVELS + 2];
-    int n = 0;
-    for (int l = 0; l < UNET_MAX_LEVELS; l++) {
-        cs[n++] = &g->enc[l].c1; cs[n++] = &g->enc[l].c2; cs[n++] = &g->dec[l].c1; cs[n++] = &g->dec[l].c2;
+    for (int i = 0; i < g->net.n; i++) {
+        GLayer *q = &g->lay[i];
+        cudaFree(q->y); cudaFree(q->a); cudaFree(q->smean); cudaFree(q->sinv); cudaFree(q->dskip);
     }
-    cs[n++] = &g->bott.c1;
-    cs[n++] = &g->bott.c2;
-    for (int i = 0; i < n; i++) { cudaFree(cs[i]->z); cudaFree(cs[i]->a); cudaFree(cs[i]->smean); cudaFree(cs[i]->sinv); }
-    for (int l = 0; l < UNET_MAX_LEVELS; l++) { cudaFree(g->up[l].u); cudaFree(g->cat[l]); cudaFree(g->dskip[l]); }
-    for (int l = 0; l <= UNET_MAX_LEVELS; l++) cudaFree(g->pool[l]);
     void *dev[] = { g->params, g->grads, g->adam_m, g->adam_v, g->bufs, g->hparams, g->nbt_off, g->logits, g->dlogits,
                     g->gA, g->gB, g->gC, g->gDZ, g->hA, g->hB, g->hW, g->ws, g->xin[0], g->xin[1], g->bits[0], g->bits[1],
                     g->pres[0], g->pres[1], g->lab[0], g->lab[1], g->partial, g->dice, g->csum, g->coef };
@@ -293,55 +235,52 @@ extern "C" void gpu_net_free(GpuNet *g)
 static int all_geos(GpuNet *g, ConvGeo **qs)
 {
     int n = 0;
-    for (int l = 0; l < g->L; l++) {
-        qs[n++] = &g->enc[l].c1.geo; qs[n++] = &g->enc[l].c2.geo; qs[n++] = &g->dec[l].c1.geo;
-        qs[n++] = &g->dec[l].c2.geo; qs[n++] = &g->up[l].geo;
-    }
-    qs[n++] = &g->bott.c1.geo;
-    qs[n++] = &g->bott.c2.geo;
+    for (int i = 0; i < g->net.n; i++)
+        if (g->net.layer[i].kind == UNET_CONV3 || g->net.layer[i].kind == UNET_UP) qs[n++] = &g->lay[i].geo;
     return n;
 }
 
 static int create_buffers(GpuNet *g)
 {
-    const int L = g->L, *f = g->d.cfg.features, C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
+    const int C = g->C, NB = g->d.max_batch, H = g->d.H, W = g->d.W;
     g->n_nbt = 0;
-    int rc = SEG_OK;
-    char nm[64];
-    for (int i = 0; rc == SEG_OK && i < L; i++) {
-        snprintf(nm, sizeof nm, "downs.%d", i);
-        rc = block_layer(g, &g->enc[i], nm, i == 0 ? g->d.cfg.in_ch : f[i - 1], f[i], H >> i, W >> i);
+    for (int i = 0; i < g->net.n; i++) {
+        const UnetLayer *l = &g->net.layer[i];
+        GLayer *q = &g->lay[i];
+        const int h = H >> l->level, w = W >> l->level;
+        const size_t P = (size_t)NB * h * w;
+        switch (l->kind) {
+        case UNET_CONV3:
+            geo_set(&q->geo, l->cin, h, w, l->cout, 3, 1, 1);
+            q->geo.w = l->w;
+            g->nbt_host[g->n_nbt++] = (int)l->nbt;
+            TRY(DALLOC(g, q->y, sizeof(float) * P * l->cout));
+            TRY(DALLOC(g, q->a, sizeof(float) * P * l->cout));
+            TRY(DALLOC(g, q->smean, sizeof(float) * l->cout));
+            TRY(DALLOC(g, q->sinv, sizeof(float) * l->cout));
+            if (P * (size_t)(l->cin > l->cout ? l->cin : l->cout) > g->maxel) g->maxel = P * (size_t)(l->cin > l->cout ? l->cin : l->cout);
+            if ((size_t)l->cin * l->cout * 9 > g->maxw) g->maxw = (size_t)l->cin * l->cout * 9;
+            break;
+        case UNET_UP:              /* run as the backward-data of a stride-2 conv from u to the input */
+            geo_set(&q->geo, l->cout, h, w, l->cin, 2, 0, 2);
+            q->geo.w = l->w;
+            TRY(DALLOC(g, q->y, sizeof(float) * P * l->cout));
+            if ((size_t)l->cin * l->cout * 4 > g->maxw) g->maxw = (size_t)l->cin * l->cout * 4;
+            break;
+        case UNET_CAT:
+            TRY(DALLOC(g, q->y, sizeof(float) * P * l->cout));
+            TRY(DALLOC(g, q->dskip, sizeof(float) * P * l->cin));
+            if (P * l->cout > g->maxel) g->maxel = P * l->cout;
+            break;
+        case UNET_POOL:
+            TRY(DALLOC(g, q->y, sizeof(float) * (P / 4) * l->cin));
+            break;
+        }
     }
-    for (int j = 0; rc == SEG_OK && j < L; j++) {
-        const int l = L - 1 - j, cin = j == 0 ? 2 * f[L - 1] : f[l + 1];
-        Up *u = &g->up[l];
-        snprintf(nm, sizeof nm, "ups.%d.weight", 2 * j);
-        if ((rc = find(&g->d, nm, 1, &u->w)) < 0) break;
-        snprintf(nm, sizeof nm, "ups.%d.bias", 2 * j);
-        if ((rc = find(&g->d, nm, 1, &u->b)) < 0) break;
-        geo_set(&u->geo, f[l], H >> l, W >> l, cin, 2, 0, 2);
-        u->geo.w = u->w;
-        const size_t P = (size_t)NB * (H >> l) * (W >> l);
-        if ((rc = DALLOC(g, u->u, sizeof(float) * P * f[l])) < 0) break;
-        if ((rc = DALLOC(g, g->cat[l], sizeof(float) * P * 2 * f[l])) < 0) break;
-        if ((rc = DALLOC(g, g->dskip[l], sizeof(float) * P * f[l])) < 0) break;
-        if (P * 2 * f[l] > g->maxel) g->maxel = P * 2 * f[l];
-        if ((size_t)cin * f[l] * 4 > g->maxw) g->maxw = (size_t)cin * f[l] * 4;
-        snprintf(nm, sizeof nm, "ups.%d", 2 * j + 1);
-        rc = block_layer(g, &g->dec[l], nm, 2 * f[l], f[l], H >> l, W >> l);
-    }
-    if (rc == SEG_OK) rc = block_layer(g, &g->bott, "bottleneck", f[L - 1], 2 * f[L - 1], H >> L, W >> L);
-    if (rc == SEG_OK) rc = find(&g->d, "head.weight", 1, &g->head_w);
-    if (rc == SEG_OK) rc = find(&g->d, "head.bias", 1, &g->head_b);
-    TRY(rc);
     TRY(DALLOC(g, g->nbt_off, sizeof(int) * g->n_nbt));
     /* on the compute stream (a non-blocking stream does not wait for the legacy one) */
     CU_TRY(cudaMemcpyAsync(g->nbt_off, g->nbt_host, sizeof(int) * g->n_nbt, cudaMemcpyHostToDevice, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
-    for (int l = 1; l <= L; l++) {
-        const size_t P = (size_t)NB * (H >> l) * (W >> l);
-        TRY(DALLOC(g, g->pool[l], sizeof(float) * P * f[l - 1]));
-    }
     const size_t P0 = (size_t)NB * H * W;     /* logits and dlogits have their own buffers */
     TRY(DALLOC(g, g->logits, sizeof(float) * P0 * C));
     TRY(DALLOC(g, g->dlogits, sizeof(float) * P0 * C));
@@ -353,7 +292,7 @@ static int create_buffers(GpuNet *g)
         /* the half copy holds only the conv weights, each 128-byte aligned for tensor cores.
          * Tensor-core NHWC kernels want channel counts that divide by 8: a conv with fewer
          * (the first one reads 1 channel, and is cheap) stays fp32 NCHW */
-        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
+        ConvGeo *qs[UNET_LAYERS_MAX];
         const int nq = all_geos(g, qs);
         size_t off = 0;
         for (int i = 0; i < nq; i++) {
@@ -367,13 +306,13 @@ static int create_buffers(GpuNet *g)
         TRY(DALLOC(g, g->hW, 2 * g->maxw));
         TRY(DALLOC(g, g->hparams, 2 * off));
     }
-    const size_t np = g->d.n_params;
+    const size_t np = g->net.n_params;
     TRY(DALLOC(g, g->params, sizeof(float) * np));
     TRY(DALLOC(g, g->grads, sizeof(float) * np));
     TRY(DALLOC(g, g->adam_m, sizeof(float) * np));
     TRY(DALLOC(g, g->adam_v, sizeof(float) * np));
-    TRY(DALLOC(g, g->bufs, sizeof(float) * (g->d.n_bufs ? g->d.n_bufs : 1)));
-    const size_t xin = (size_t)NB * g->d.cfg.in_ch * H * W, nb = (size_t)NB * C * (H * (size_t)W / 8),
+    TRY(DALLOC(g, g->bufs, sizeof(float) * (g->net.n_bufs ? g->net.n_bufs : 1)));
+    const size_t xin = (size_t)NB * g->net.cfg.in_ch * H * W, nb = (size_t)NB * C * (H * (size_t)W / 8),
                  np_ = (size_t)NB * ((C + 7) / 8);
     for (int s = 0; s < 2; s++) {
         TRY(DALLOC(g, g->xin[s], sizeof(float) * xin));
@@ -395,8 +334,10 @@ static int create_buffers(GpuNet *g)
     TRY(DALLOC(g, g->dice, sizeof(unsigned long long) * 3 * C));
     TRY(DALLOC(g, g->coef, sizeof(float) * 2 * C));
     TRY(HALLOC(g->coef_pin, sizeof(float) * 2 * C));
-    int cmax = C;
-    for (int l = 0; l < L; l++) if (f[l] > cmax) cmax = f[l];
+    int cmax = 0;                         /* gk_channel_sum runs for the biases of the UP layers and the head */
+    for (int i = 0; i < g->net.n; i++)
+        if ((g->net.layer[i].kind == UNET_UP || g->net.layer[i].kind == UNET_HEAD) && g->net.layer[i].cout > cmax)
+            cmax = g->net.layer[i].cout;
     TRY(DALLOC(g, g->csum, sizeof(double) * (size_t)cmax * GK_CSUM_SPLIT));
     TRY(HALLOC(g->dice_pin, sizeof(unsigned long long) * 3 * C));
     for (int r = 0; r < RING; r++)
@@ -606,45 +547,81 @@ static int op_bwd_filter(GpuNet *g, ConvGeo *q, int N, const float *x, const flo
 }
 
 /* BatchNorm tensor descriptors for conv c's output at batch N: tx = (N,Co,H,W) float, tbn. */
-static int bn_desc(GpuNet *g, const Conv *c, int N)
+static int bn_desc(GpuNet *g, const GLayer *c, int N)
 {
     DNN_TRY(cudnnSetTensor4dDescriptor(g->tx, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, c->geo.k, c->geo.yh, c->geo.yw));
     DNN_TRY(cudnnDeriveBNTensorDescriptor(g->tbn, g->tx, CUDNN_BATCHNORM_SPATIAL));
     return SEG_OK;
 }
 
-static int conv_forward(GpuNet *g, Conv *c, const float *in, int N, int train)
+/* Layer i (CONV3): a = ReLU(BN(conv(in))). */
+static int conv_forward(GpuNet *g, int i, const float *in, int N, int train)
 {
     const float one = 1.f, zero = 0.f;
-    TRY(op_fwd(g, &c->geo, N, in, c->z));
+    GLayer *c = &g->lay[i];
+    const UnetLayer *l = &g->net.layer[i];
+    TRY(op_fwd(g, &c->geo, N, in, c->y));
     TRY(bn_desc(g, c, N));
     if (train)
-        DNN_TRY(cudnnBatchNormalizationForwardTraining(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->z, g->tx, c->a,
-                                                       g->tbn, g->params + c->gamma, g->params + c->beta, BN_MOMENTUM,
-                                                       g->bufs + c->rm, g->bufs + c->rv, BN_EPS, c->smean, c->sinv));
+        DNN_TRY(cudnnBatchNormalizationForwardTraining(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->y, g->tx, c->a,
+                                                       g->tbn, g->params + l->b, g->params + l->beta, BN_MOMENTUM,
+                                                       g->bufs + l->rm, g->bufs + l->rv, BN_EPS, c->smean, c->sinv));
     else
-        DNN_TRY(cudnnBatchNormalizationForwardInference(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->z, g->tx, c->a,
-                                                        g->tbn, g->params + c->gamma, g->params + c->beta, g->bufs + c->rm,
-                                                        g->bufs + c->rv, BN_EPS));
+        DNN_TRY(cudnnBatchNormalizationForwardInference(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, g->tx, c->y, g->tx, c->a,
+                                                        g->tbn, g->params + l->b, g->params + l->beta, g->bufs + l->rm,
+                                                        g->bufs + l->rv, BN_EPS));
     gk_relu(g->st, c->a, (long)N * c->geo.k * c->geo.yh * c->geo.yw);
     return SEG_OK;
 }
 
-/* da: dL/d(ReLU output) on entry (clobbered). Weight, gamma, beta grads; dx when not NULL. */
-static int conv_backward(GpuNet *g, Conv *c, float *da, const float *in, float *dx, int N)
+/* Layer i (CONV3). da: dL/d(ReLU output) on entry (clobbered). Weight, gamma, beta grads;
+ * dx when not NULL. */
+static int conv_backward(GpuNet *g, int i, float *da, const float *in, float *dx, int N)
 {
     const float one = 1.f, zero = 0.f;
+    GLayer *c = &g->lay[i];
+    const UnetLayer *l = &g->net.layer[i];
     gk_relu_bwd(g->st, da, c->a, (long)N * c->geo.k * c->geo.yh * c->geo.yw);
     TRY(bn_desc(g, c, N));
-    DNN_TRY(cudnnBatchNormalizationBackward(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, g->tx, c->z, g->tx, da,
-                                            g->tx, g->gDZ, g->tbn, g->params + c->gamma, g->grads + c->gamma,
-                                            g->grads + c->beta, BN_EPS, c->smean, c->sinv));
+    DNN_TRY(cudnnBatchNormalizationBackward(g->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, g->tx, c->y, g->tx, da,
+                                            g->tx, g->gDZ, g->tbn, g->params + l->b, g->grads + l->b,
+                                            g->grads + l->beta, BN_EPS, c->smean, c->sinv));
     TRY(op_bwd_filter(g, &c->geo, N, in, g->gDZ));
     if (dx) TRY(op_bwd_data(g, &c->geo, N, g->gDZ, dx, 1));
     return SEG_OK;
 }
 
 /* ---- create / state -------------------------------------------------------------------------- */
+/* Streams, handles, descriptors, buffers, and every algorithm for the full batch (so workspace
+ * growth happens before training). gpu_net_create frees what it made when this fails. */
+static int setup(GpuNet *g)
+{
+    CU_TRY(cudaSetDevice(g->d.device));
+    CU_TRY(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&g->cp, cudaStreamNonBlocking));
+    DNN_TRY(cudnnCreate(&g->dnn));
+    DNN_TRY(cudnnSetStream(g->dnn, g->st));
+    DNN_TRY(cudnnCreateTensorDescriptor(&g->tx));
+    DNN_TRY(cudnnCreateTensorDescriptor(&g->ty));
+    DNN_TRY(cudnnCreateTensorDescriptor(&g->tbn));
+    DNN_TRY(cudnnCreateFilterDescriptor(&g->fw));
+    DNN_TRY(cudnnCreateConvolutionDescriptor(&g->cv));
+    BLAS_TRY(cublasCreate(&g->blas));
+    BLAS_TRY(cublasSetStream(g->blas, g->st));
+    /* true fp32 for the head, TF32 only when asked for */
+    BLAS_TRY(cublasSetMathMode(g->blas, g->amp == UNET_AMP_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+    TRY(create_buffers(g));
+    ConvGeo *qs[UNET_LAYERS_MAX];
+    const int nq = all_geos(g, qs);
+    for (int i = 0; i < nq; i++) {
+        Algo *a;
+        TRY(geo_desc(g, qs[i], g->d.max_batch));
+        TRY(geo_algo(g, qs[i], g->d.max_batch, &a));
+    }
+    CU_TRY(cudaStreamSynchronize(g->st));
+    return SEG_OK;
+}
+
 extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
 {
     *out = NULL;
@@ -652,8 +629,10 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     GpuNet *g = (GpuNet *)calloc(1, sizeof *g);
     if (!g) return seg_err(SEG_ENOMEM, "GPU model");
     g->d = *d;
-    g->L = d->cfg.n_levels;
-    g->C = d->cfg.n_classes;
+    g->net = *d->net;
+    g->d.net = &g->net;
+    g->L = g->net.cfg.n_levels;
+    g->C = g->net.cfg.n_classes;
     g->HW = (long)d->H * d->W;
     g->amp = d->amp;
     g->hk = d->amp == UNET_AMP_BF16 || d->amp == UNET_AMP_FP16 ? d->amp : 0;
@@ -664,44 +643,7 @@ extern "C" int gpu_net_create(const GpuNetDesc *d, GpuNet **out)
     g->dt = d->amp == UNET_AMP_BF16 ? CUDNN_DATA_BFLOAT16 : d->amp == UNET_AMP_FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
     g->loss_scale = d->amp == UNET_AMP_FP16 ? 65536.f : 1.f;
     g->hparams_stale = 1;
-    int rc = SEG_OK;
-#define STEP(x) do { if (rc == SEG_OK) rc = (x); } while (0)
-#define CU_STEP(x) do { cudaError_t e_; if (rc == SEG_OK && (e_ = (x)) != cudaSuccess) \
-        rc = seg_err(SEG_EGPU, "GPU setup: %s: %s", #x, cudaGetErrorString(e_)); } while (0)
-#define DNN_STEP(x) do { cudnnStatus_t e_; if (rc == SEG_OK && (e_ = (x)) != CUDNN_STATUS_SUCCESS) \
-        rc = seg_err(SEG_EGPU, "GPU setup: %s: %s", #x, cudnnGetErrorString(e_)); } while (0)
-    CU_STEP(cudaSetDevice(d->device));
-    CU_STEP(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
-    CU_STEP(cudaStreamCreateWithFlags(&g->cp, cudaStreamNonBlocking));
-    DNN_STEP(cudnnCreate(&g->dnn));
-    DNN_STEP(cudnnSetStream(g->dnn, g->st));
-    DNN_STEP(cudnnCreateTensorDescriptor(&g->tx));
-    DNN_STEP(cudnnCreateTensorDescriptor(&g->ty));
-    DNN_STEP(cudnnCreateTensorDescriptor(&g->tbn));
-    DNN_STEP(cudnnCreateFilterDescriptor(&g->fw));
-    DNN_STEP(cudnnCreateConvolutionDescriptor(&g->cv));
-    if (rc == SEG_OK) {
-        cublasStatus_t s = cublasCreate(&g->blas);
-        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g->blas, g->st);
-        if (s == CUBLAS_STATUS_SUCCESS)   /* true fp32 for the head, TF32 only when asked for */
-            s = cublasSetMathMode(g->blas, d->amp == UNET_AMP_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
-        if (s != CUBLAS_STATUS_SUCCESS) rc = seg_err(SEG_EGPU, "GPU setup: cuBLAS: %s", cublasGetStatusString(s));
-    }
-    STEP(create_buffers(g));
-    /* pick every algorithm now, for the full batch, so workspace growth happens before training */
-    if (rc == SEG_OK) {
-        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
-        const int nq = all_geos(g, qs);
-        for (int i = 0; rc == SEG_OK && i < nq; i++) {
-            Algo *a;
-            STEP(geo_desc(g, qs[i], d->max_batch));
-            STEP(geo_algo(g, qs[i], d->max_batch, &a));
-        }
-    }
-    STEP(cudaStreamSynchronize(g->st) == cudaSuccess ? SEG_OK : seg_err(SEG_EGPU, "GPU setup failed"));
-#undef STEP
-#undef CU_STEP
-#undef DNN_STEP
+    const int rc = setup(g);
     if (rc < 0) { gpu_net_free(g); return rc; }
     *out = g;
     return SEG_OK;
@@ -711,14 +653,14 @@ extern "C" size_t gpu_net_memory_bytes(const GpuNet *g) { return g->mem_bytes; }
 
 extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs, const float *adam_m, const float *adam_v)
 {
-    const size_t np = sizeof(float) * g->d.n_params;
+    const size_t np = sizeof(float) * g->net.n_params;
     ON_DEVICE(g);
     /* all on the compute stream, then wait: the streams are non-blocking, so plain cudaMemcpy
      * (legacy stream) would not be ordered before the next kernels */
     CU_TRY(cudaMemcpyAsync(g->params, params, np, cudaMemcpyHostToDevice, g->st));
     CU_TRY(cudaMemcpyAsync(g->adam_m, adam_m, np, cudaMemcpyHostToDevice, g->st));
     CU_TRY(cudaMemcpyAsync(g->adam_v, adam_v, np, cudaMemcpyHostToDevice, g->st));
-    if (g->d.n_bufs) CU_TRY(cudaMemcpyAsync(g->bufs, bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyHostToDevice, g->st));
+    if (g->net.n_bufs) CU_TRY(cudaMemcpyAsync(g->bufs, bufs, sizeof(float) * g->net.n_bufs, cudaMemcpyHostToDevice, g->st));
     CU_TRY(cudaMemsetAsync(g->grads, 0, np, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
     g->hparams_stale = 1;
@@ -729,13 +671,13 @@ extern "C" int gpu_net_upload(GpuNet *g, const float *params, const float *bufs,
 
 extern "C" int gpu_net_download(GpuNet *g, float *params, float *bufs, float *adam_m, float *adam_v, float *grads)
 {
-    const size_t np = sizeof(float) * g->d.n_params;
+    const size_t np = sizeof(float) * g->net.n_params;
     ON_DEVICE(g);
     if (params) CU_TRY(cudaMemcpyAsync(params, g->params, np, cudaMemcpyDeviceToHost, g->st));
     if (adam_m) CU_TRY(cudaMemcpyAsync(adam_m, g->adam_m, np, cudaMemcpyDeviceToHost, g->st));
     if (adam_v) CU_TRY(cudaMemcpyAsync(adam_v, g->adam_v, np, cudaMemcpyDeviceToHost, g->st));
     if (grads) CU_TRY(cudaMemcpyAsync(grads, g->grads, np, cudaMemcpyDeviceToHost, g->st));
-    if (bufs && g->d.n_bufs) CU_TRY(cudaMemcpyAsync(bufs, g->bufs, sizeof(float) * g->d.n_bufs, cudaMemcpyDeviceToHost, g->st));
+    if (bufs && g->net.n_bufs) CU_TRY(cudaMemcpyAsync(bufs, g->bufs, sizeof(float) * g->net.n_bufs, cudaMemcpyDeviceToHost, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
     return SEG_OK;
 }
@@ -753,9 +695,9 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
     ON_DEVICE(g);
     if (N < 1 || N > g->d.max_batch)
         return seg_err(SEG_EARG, "unet_forward: batch %d (model holds 1..%d)", N, g->d.max_batch);
-    const int L = g->L, *f = g->d.cfg.features, C = g->C;
+    const int L = g->L, *f = g->net.cfg.features, C = g->C;
     const int s = g->xs ^ 1;
-    const size_t nx = (size_t)N * g->d.cfg.in_ch * g->HW;
+    const size_t nx = (size_t)N * g->net.cfg.in_ch * g->HW;
     /* the pinned slot and the device slot were last used two forwards ago */
     CU_TRY(cudaEventSynchronize(g->x_up[s]));
     memcpy(g->x_pin[s], x, sizeof(float) * nx);
@@ -770,40 +712,41 @@ extern "C" int gpu_net_forward(GpuNet *g, const float *x, int N, int train)
         ring_record(g, 0);
     }
     if (g->hk && g->hparams_stale) {
-        ConvGeo *qs[5 * UNET_MAX_LEVELS + 2];
+        ConvGeo *qs[UNET_LAYERS_MAX];
         const int nq = all_geos(g, qs);
         for (int i = 0; i < nq; i++)            /* KCRS fp32 -> KRSC half */
             if (qs[i]->half) gk_to_half_nhwc(g->st, g->hk, g->params + qs[i]->w, (char *)g->hparams + 2 * qs[i]->hw, qs[i]->k, qs[i]->xc,
                             (long)qs[i]->r * qs[i]->r);
         g->hparams_stale = 0;
     }
+    const UnetLayers *t = &g->net;
     const float *in = g->xin[s];
     for (int l = 0; l < L; l++) {
         const int H = g->d.H >> l, W = g->d.W >> l;
-        TRY(conv_forward(g, &g->enc[l].c1, l == 0 ? in : g->pool[l], N, train));
+        TRY(conv_forward(g, t->enc[l][0], l == 0 ? in : g->lay[t->pool[l - 1]].y, N, train));
         if (l == 0) CU_TRY(cudaEventRecord(g->x_free[s], g->st));   /* backward records it again */
-        TRY(conv_forward(g, &g->enc[l].c2, g->enc[l].c1.a, N, train));
-        gk_pool_fwd(g->st, g->enc[l].c2.a, g->pool[l + 1], (long)N * f[l], H, W);
+        TRY(conv_forward(g, t->enc[l][1], g->lay[t->enc[l][0]].a, N, train));
+        gk_pool_fwd(g->st, g->lay[t->enc[l][1]].a, g->lay[t->pool[l]].y, (long)N * f[l], H, W);
     }
-    TRY(conv_forward(g, &g->bott.c1, g->pool[L], N, train));
-    TRY(conv_forward(g, &g->bott.c2, g->bott.c1.a, N, train));
-    const float *prev = g->bott.c2.a;
+    TRY(conv_forward(g, t->bott[0], g->lay[t->pool[L - 1]].y, N, train));
+    TRY(conv_forward(g, t->bott[1], g->lay[t->bott[0]].a, N, train));
+    const float *prev = g->lay[t->bott[1]].a;
     for (int l = L - 1; l >= 0; l--) {
         const long HW = (long)(g->d.H >> l) * (g->d.W >> l);
-        Up *u = &g->up[l];
-        TRY(op_bwd_data(g, &u->geo, N, prev, u->u, 0));
-        gk_bias_add(g->st, u->u, g->params + u->b, N, f[l], HW);
-        gk_concat(g->st, g->enc[l].c2.a, u->u, g->cat[l], N, f[l], f[l], HW);
-        TRY(conv_forward(g, &g->dec[l].c1, g->cat[l], N, train));
-        TRY(conv_forward(g, &g->dec[l].c2, g->dec[l].c1.a, N, train));
-        prev = g->dec[l].c2.a;
+        GLayer *u = &g->lay[t->up[l]], *cat = &g->lay[t->cat[l]];
+        TRY(op_bwd_data(g, &u->geo, N, prev, u->y, 0));
+        gk_bias_add(g->st, u->y, g->params + t->layer[t->up[l]].b, N, f[l], HW);
+        gk_concat(g->st, g->lay[t->enc[l][1]].a, u->y, cat->y, N, f[l], f[l], HW);
+        TRY(conv_forward(g, t->dec[l][0], cat->y, N, train));
+        TRY(conv_forward(g, t->dec[l][1], g->lay[t->dec[l][0]].a, N, train));
+        prev = g->lay[t->dec[l][1]].a;
     }
     /* head: logits[n] (C, HW) = Wh (C, F) x a[n] (F, HW), column-major as (HW x F)(F x C) */
     const float one = 1.f, zero = 0.f;
     const int HW = (int)g->HW, F = f[0];
     BLAS_TRY(cublasSgemmStridedBatched(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, HW, C, F, &one, prev, HW, (long long)F * HW,
-                                       g->params + g->head_w, F, 0, &zero, g->logits, HW, (long long)C * HW, N));
-    gk_bias_add(g->st, g->logits, g->params + g->head_b, N, C, g->HW);
+                                       g->params + t->layer[t->head].w, F, 0, &zero, g->logits, HW, (long long)C * HW, N));
+    gk_bias_add(g->st, g->logits, g->params + t->layer[t->head].b, N, C, g->HW);
     if (train) gk_inc(g->st, g->bufs, g->nbt_off, g->n_nbt);
     KERNEL_CHECK();
     g->last_N = N;
@@ -892,7 +835,9 @@ extern "C" int gpu_net_backward(GpuNet *g)
     ON_DEVICE(g);
     if (!g->last_N || !g->last_train || !g->have_loss)
         return seg_err(SEG_EARG, "unet_backward: needs forward(train=1) then unet_loss first");
-    const int N = g->last_N, L = g->L, *f = g->d.cfg.features, C = g->C, s = g->ts;
+    const UnetLayers *t = &g->net;
+    const int N = g->last_N, L = g->L, *f = t->cfg.features, C = g->C, s = g->ts;
+    const size_t head_w = t->layer[t->head].w, head_b = t->layer[t->head].b;
     ring_record(g, 2);
     const float scale = g->n_lab ? (float)(g->bce_w * g->loss_scale / ((double)g->n_lab * (double)g->HW)) : 0.f;
     gk_bce_grad(g->st, g->logits, g->bits[s], g->pres[s], g->has_lab[s] ? g->lab[s] : NULL, N, C, g->HW, scale, g->use_coef ? g->coef : NULL,
@@ -901,43 +846,44 @@ extern "C" int gpu_net_backward(GpuNet *g)
     /* head: dW (C,F) = sum_n dY[n] (C,HW) x A[n]^T; dA[n] (F,HW) = W^T dY[n]; db = sum dY */
     const float one = 1.f, zero = 0.f;
     const int HW = (int)g->HW, F = f[0];
-    const float *a0 = g->dec[0].c2.a;
+    const float *a0 = g->lay[t->dec[0][1]].a;
     for (int n = 0; n < N; n++)
         BLAS_TRY(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, F, C, HW, &one, a0 + (size_t)n * F * HW, HW,
-                             g->dlogits + (size_t)n * C * HW, HW, n ? &one : &zero, g->grads + g->head_w, F));
-    gk_channel_sum(g->st, g->dlogits, N, C, g->HW, g->grads + g->head_b, g->csum);
+                             g->dlogits + (size_t)n * C * HW, HW, n ? &one : &zero, g->grads + head_w, F));
+    gk_channel_sum(g->st, g->dlogits, N, C, g->HW, g->grads + head_b, g->csum);
     float *cur = g->gA, *oth = g->gB;
     BLAS_TRY(cublasSgemmStridedBatched(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, HW, F, C, &one, g->dlogits, HW, (long long)C * HW,
-                                       g->params + g->head_w, F, 0, &zero, cur, HW, (long long)F * HW, N));
+                                       g->params + head_w, F, 0, &zero, cur, HW, (long long)F * HW, N));
     for (int l = 0; l < L; l++) {                              /* decoder, top level first */
         const long HWl = (long)(g->d.H >> l) * (g->d.W >> l);
-        Block *d = &g->dec[l];
-        Up *u = &g->up[l];
-        TRY(conv_backward(g, &d->c2, cur, d->c1.a, oth, N));
-        TRY(conv_backward(g, &d->c1, oth, g->cat[l], g->gC, N));
-        gk_split(g->st, g->gC, g->dskip[l], cur, N, f[l], f[l], HWl);
-        const float *prev = l == L - 1 ? g->bott.c2.a : g->dec[l + 1].c2.a;
-        gk_channel_sum(g->st, cur, N, f[l], HWl, g->grads + u->b, g->csum);
+        const int d1 = t->dec[l][0], d2 = t->dec[l][1];
+        GLayer *u = &g->lay[t->up[l]], *cat = &g->lay[t->cat[l]];
+        TRY(conv_backward(g, d2, cur, g->lay[d1].a, oth, N));
+        TRY(conv_backward(g, d1, oth, cat->y, g->gC, N));
+        gk_split(g->st, g->gC, cat->dskip, cur, N, f[l], f[l], HWl);
+        const float *prev = l == L - 1 ? g->lay[t->bott[1]].a : g->lay[t->dec[l + 1][1]].a;
+        gk_channel_sum(g->st, cur, N, f[l], HWl, g->grads + t->layer[t->up[l]].b, g->csum);
         TRY(op_bwd_filter(g, &u->geo, N, cur, prev));
         TRY(op_fwd(g, &u->geo, N, cur, oth));
-        float *t = cur; cur = oth; oth = t;
+        float *tmp = cur; cur = oth; oth = tmp;
     }
-    TRY(conv_backward(g, &g->bott.c2, cur, g->bott.c1.a, oth, N));
-    TRY(conv_backward(g, &g->bott.c1, oth, g->pool[L], cur, N));
-    gk_pool_bwd(g->st, g->enc[L - 1].c2.a, cur, g->dskip[L - 1], (long)N * f[L - 1], g->d.H >> (L - 1), g->d.W >> (L - 1));
+    TRY(conv_backward(g, t->bott[1], cur, g->lay[t->bott[0]].a, oth, N));
+    TRY(conv_backward(g, t->bott[0], oth, g->lay[t->pool[L - 1]].y, cur, N));
+    gk_pool_bwd(g->st, g->lay[t->enc[L - 1][1]].a, cur, g->lay[t->cat[L - 1]].dskip, (long)N * f[L - 1], g->d.H >> (L - 1),
+                g->d.W >> (L - 1));
     for (int l = L - 1; l >= 0; l--) {                         /* encoder, deepest first */
-        Block *e = &g->enc[l];
-        TRY(conv_backward(g, &e->c2, g->dskip[l], e->c1.a, g->gA, N));
+        const int e1 = t->enc[l][0], e2 = t->enc[l][1];
+        TRY(conv_backward(g, e2, g->lay[t->cat[l]].dskip, g->lay[e1].a, g->gA, N));
         if (l == 0) {
-            TRY(conv_backward(g, &e->c1, g->gA, g->xin[g->xs], NULL, N));
+            TRY(conv_backward(g, e1, g->gA, g->xin[g->xs], NULL, N));
             CU_TRY(cudaEventRecord(g->x_free[g->xs], g->st));
         } else {
-            TRY(conv_backward(g, &e->c1, g->gA, g->pool[l], g->gB, N));
-            gk_pool_bwd(g->st, g->enc[l - 1].c2.a, g->gB, g->dskip[l - 1], (long)N * f[l - 1], g->d.H >> (l - 1),
-                        g->d.W >> (l - 1));
+            TRY(conv_backward(g, e1, g->gA, g->lay[t->pool[l - 1]].y, g->gB, N));
+            gk_pool_bwd(g->st, g->lay[t->enc[l - 1][1]].a, g->gB, g->lay[t->cat[l - 1]].dskip, (long)N * f[l - 1],
+                        g->d.H >> (l - 1), g->d.W >> (l - 1));
         }
     }
-    if (g->loss_scale != 1.f) gk_scale(g->st, g->grads, g->d.n_params, 1.f / g->loss_scale);
+    if (g->loss_scale != 1.f) gk_scale(g->st, g->grads, g->net.n_params, 1.f / g->loss_scale);
     KERNEL_CHECK();
     return SEG_OK;
 }
@@ -945,7 +891,7 @@ extern "C" int gpu_net_backward(GpuNet *g)
 extern "C" int gpu_net_grad_sumsq(GpuNet *g, double *out)
 {
     ON_DEVICE(g);
-    gk_sumsq(g->st, g->grads, g->d.n_params, g->partial);
+    gk_sumsq(g->st, g->grads, g->net.n_params, g->partial);
     KERNEL_CHECK();
     CU_TRY(cudaMemcpyAsync(g->partial_pin, g->partial, sizeof(double) * GK_SUMSQ_BLOCKS, cudaMemcpyDeviceToHost, g->st));
     CU_TRY(cudaStreamSynchronize(g->st));
@@ -958,7 +904,7 @@ extern "C" int gpu_net_grad_sumsq(GpuNet *g, double *out)
 extern "C" int gpu_net_scale_grads(GpuNet *g, float s)
 {
     ON_DEVICE(g);
-    gk_scale(g->st, g->grads, g->d.n_params, s);
+    gk_scale(g->st, g->grads, g->net.n_params, s);
     KERNEL_CHECK();
     return SEG_OK;
 }
@@ -980,7 +926,7 @@ extern "C" int gpu_net_adam(GpuNet *g, float lr, float beta1, float beta2, float
         if (++g->good_steps == 2000 && g->loss_scale < 16777216.f) { g->loss_scale *= 2.f; g->good_steps = 0; }
     }
     const double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
-    gk_adam(g->st, g->params, g->grads, g->adam_m, g->adam_v, g->d.n_params, beta1, beta2, (float)(1.0 - (double)beta1),
+    gk_adam(g->st, g->params, g->grads, g->adam_m, g->adam_v, g->net.n_params, beta1, beta2, (float)(1.0 - (double)beta1),
             (float)(1.0 - (double)beta2), eps, (float)((double)lr / bc1), (float)sqrt(bc2));
     KERNEL_CHECK();
     g->hparams_stale = 1;
