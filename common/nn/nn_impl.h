@@ -3,12 +3,21 @@
 #ifndef SEG_NN_IMPL_H
 #define SEG_NN_IMPL_H
 #include <string.h>
+#include "nn_cpu.h"       /* first: renames the functions of the per-ISA copies */
 #include "nn.h"
-#if defined(__AVX512F__)
+/* Which copy this is (set by the Makefile's per-ISA rules, never by -march: a -march=native
+ * build still compiles three copies and dispatches). */
+#if defined(NN_ISA_avx512)
 #include <immintrin.h>
 #define NN_AVX512 1
+#define NN_AVX2 0
+#elif defined(NN_ISA_avx2)
+#include <immintrin.h>
+#define NN_AVX512 0
+#define NN_AVX2 1
 #else
 #define NN_AVX512 0
+#define NN_AVX2 0
 #endif
 
 #define NN_MR 12          /* GEMM micro-tile rows */
