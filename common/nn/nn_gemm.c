@@ -122,12 +122,7 @@ static void kw_avx512(int R, const float *A, long lda, const float *B, long ldb,
 #endif
 
 #if NN_AVX2
-/* lanes [0, n) of 8 (n clamped to 0..8) */
-static inline __m256i mask8(int n)
-{
-    static const int32_t m[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
-    return _mm256_loadu_si256((const __m256i *)(const void *)(m + 8 - (n < 0 ? 0 : n > 8 ? 8 : n)));
-}
+#define mask8 nn_mask8
 
 #define FMA6(i, aval)                                                                        \
     { __m256 a_ = _mm256_broadcast_ss(aval);                                                 \

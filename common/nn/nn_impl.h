@@ -87,6 +87,14 @@ static inline void nn_v_act(float *dst, const float *src, int n, const float *s,
         _mm512_mask_storeu_ps(dst + c, k, relu ? _mm512_max_ps(v, z) : v);
     }
 #else
+#if NN_AVX2
+    const __m256 z = _mm256_setzero_ps();
+    for (; c + 8 <= n; c += 8) {
+        __m256 v = _mm256_loadu_ps(src + c);
+        if (s) v = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c), _mm256_loadu_ps(h + c));
+        _mm256_storeu_ps(dst + c, relu ? _mm256_max_ps(v, z) : v);
+    }
+#endif
     for (; c < n; c++) {
         float v = s ? src[c] * s[c] + h[c] : src[c];
         dst[c] = relu ? (v > 0.f ? v : 0.f) : v;
@@ -131,12 +139,32 @@ static inline void nn_transpose16(__m512 r[16])
 }
 #endif
 
+#if NN_AVX2
+/* AVX2 lane mask: lanes [0, n) of 8 set (n clamped to 0..8), for maskload/maskstore */
+static inline __m256i nn_mask8(int n)
+{
+    static const int32_t m[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+    return _mm256_loadu_si256((const __m256i *)(const void *)(m + 8 - (n < 0 ? 0 : n > 8 ? 8 : n)));
+}
+
+/* sum of the 8 lanes (pairwise, fixed order) */
+static inline float nn_hsum8(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
+}
+#endif
+
 static inline void nn_v_add(float *dst, const float *src, int n)
 {
     int c = 0;
 #if NN_AVX512
     for (; c + 16 <= n; c += 16)
         _mm512_storeu_ps(dst + c, _mm512_add_ps(_mm512_loadu_ps(dst + c), _mm512_loadu_ps(src + c)));
+#elif NN_AVX2
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c), _mm256_loadu_ps(src + c)));
 #endif
     for (; c < n; c++) dst[c] += src[c];
 }
