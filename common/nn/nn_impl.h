@@ -147,6 +147,26 @@ static inline __m256i nn_mask8(int n)
     return _mm256_loadu_si256((const __m256i *)(const void *)(m + 8 - (n < 0 ? 0 : n > 8 ? 8 : n)));
 }
 
+/* In-register transpose of 8 rows of 8 floats: r[i] lane j -> r[j] lane i. */
+static inline void nn_transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
 /* sum of the 8 lanes (pairwise, fixed order) */
 static inline float nn_hsum8(__m256 v)
 {
