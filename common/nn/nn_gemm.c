@@ -12,6 +12,7 @@
 #include "nn_impl.h"
 #if !NN_AVX512 && !NN_AVX2
 #include <pthread.h>
+#include <stdlib.h>
 #include <cblas.h>
 #endif
 
@@ -216,7 +217,12 @@ static void kw_avx2(int R, const float *A, long lda, const float *B, long ldb, f
 /* OpenBLAS runs single-threaded inside our team (its own pool would fight the team's
  * threads for the same cores; measured in docs/cpu.md). */
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static void blas_init(void) { openblas_set_num_threads(1); }
+static void blas_init(void)
+{
+    const char *e = getenv("SEGKIT_BLAS_THREADS");     /* for measuring the alternative */
+    const int n = e ? atoi(e) : 1;
+    openblas_set_num_threads(n > 0 ? n : 1);
+}
 
 /* C[M x n] = bias (broadcast down the rows) or 0: the start of a non-accumulating GEMM */
 static void c_init(float *C, long ldc, int M, int n, const float *bias)
