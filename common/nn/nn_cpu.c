@@ -74,7 +74,7 @@ int nn_cpu_select(void)
         if (strcmp(e, k_table[i].name) != 0) continue;
         if (!g_has[i])
             return seg_err(SEG_EARG, "SEGKIT_CPU=%s: this CPU%s cannot run the %s kernels (it can run: %s%s%s)",
-                           e, NN_HAVE_X86 ? "" : " (not x86-64)", e, g_has[0] ? "avx512 " : "",
+                           e, NN_HAVE_X86 ? "" : " (this build has no x86 kernels)", e, g_has[0] ? "avx512 " : "",
                            g_has[1] ? "avx2 " : "", "generic");
         return i;
     }
