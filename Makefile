@@ -22,31 +22,14 @@ BIN      ?= bin
 CUDA_HOME ?= /usr/local/cuda
 VERSION  := 0.1.0
 
-# ---- portable baseline + per-ISA kernels (issue 18, docs/cpu.md) -----------------
-# Everything is built for the baseline; the common/nn kernel sources (NN_KSRC) are built
-# three times more (a copy per NN_ISAS entry, -DNN_ISA_<isa> renames its functions) and
-# nn_cpu.c picks one per team from cpuid or SEGKIT_CPU. Off x86-64 only the generic copy.
-ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
-  OPT     ?= -O2 -march=x86-64-v2
-  NN_ISAS := avx512 avx2 generic
+# portable baseline (issue 18): x86-64-v2 everywhere; the kernels get their own flags in the
+# per-ISA block after the sources
+SEG_X86 := $(if $(filter x86_64%,$(shell $(CC) -dumpmachine)),1,0)
+ifeq ($(SEG_X86),1)
+  OPT ?= -O2 -march=x86-64-v2
 else
-  OPT     ?= -O2
-  NN_ISAS := generic
-  CPPFLAGS += -DSEG_NN_NO_X86_PATHS
+  OPT ?= -O2
 endif
-NN_FLAGS_avx512  := -march=x86-64-v4 -mtune=znver3
-NN_FLAGS_avx2    := -march=x86-64-v3 -mtune=znver3
-NN_FLAGS_generic :=
-NN_KSRC   = $(filter-out common/nn/nn_team.c common/nn/nn_tfile.c common/nn/nn_cpu.c,$(wildcard common/nn/*.c))
-NN_OBJS   = $(foreach i,$(NN_ISAS),$(patsubst %.c,$(BUILD)/%.$(i).o,$(NN_KSRC)))
-define NN_ISA_RULE
-$$(BUILD)/common/nn/%.$(1).o: common/nn/%.c
-	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CPPFLAGS) $$(CFLAGS) $$(NN_FLAGS_$(1)) -DNN_ISA_$(1) -MMD -MP -c $$< -o $$@
-endef
-$(foreach i,$(NN_ISAS),$(eval $(call NN_ISA_RULE,$(i))))
-# (LIB_OBJS below: the kernel sources' plain objects are replaced by NN_OBJS)
-# ---- end of the per-ISA block -------------------------------------------------------
 
 CPPFLAGS += -Icommon -Icommon/nn -Icommon/gpu -Iprep -Itrain -Ieval -Itools \
             -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_GNU_SOURCE -DSEG_VERSION='"$(VERSION)"'
@@ -118,7 +101,7 @@ endif
 # ---- sources -----------------------------------------------------------------
 MAINS     := prep/segprep.c train/segtrain.c eval/segeval.c tools/synthct.c
 LIB_SRC   := $(filter-out $(MAINS),$(wildcard common/*.c common/nn/*.c prep/*.c train/*.c eval/*.c tools/*.c))
-LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(NN_KSRC),$(LIB_SRC))) $(NN_OBJS) $(CU_OBJS)
+LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(CU_OBJS)
 LIB       := $(BUILD)/libsegkit.a
 PROGS     := $(patsubst %.c,$(BIN)/%,$(notdir $(wildcard $(MAINS))))
 TEST_SRC  := $(wildcard tests/test_*.c)
@@ -127,6 +110,30 @@ BENCH_SRC := $(wildcard tests/bench_*.c)
 BENCH_BINS:= $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC))
+
+# ---- per-ISA kernels (issue 18, docs/cpu.md) ------------------------------------------
+# The common/nn kernel sources (NN_KSRC) are built once per NN_ISAS entry instead of once
+# (-DNN_ISA_<isa> selects the code and renames its functions), and nn_cpu.c picks a copy per
+# thread team from cpuid or SEGKIT_CPU. Off x86-64 only the generic copy (OpenBLAS + C).
+ifeq ($(SEG_X86),1)
+  NN_ISAS := avx512 avx2 generic
+else
+  NN_ISAS := generic
+  CPPFLAGS += -DSEG_NN_NO_X86_PATHS
+endif
+NN_FLAGS_avx512  := -march=x86-64-v4 -mtune=znver3
+NN_FLAGS_avx2    := -march=x86-64-v3 -mtune=znver3
+NN_FLAGS_generic :=
+NN_KSRC  := $(filter-out common/nn/nn_team.c common/nn/nn_tfile.c common/nn/nn_cpu.c,$(wildcard common/nn/*.c))
+NN_OBJS  := $(foreach i,$(NN_ISAS),$(patsubst %.c,$(BUILD)/%.$(i).o,$(NN_KSRC)))
+LIB_OBJS := $(filter-out $(patsubst %.c,$(BUILD)/%.o,$(NN_KSRC)),$(LIB_OBJS)) $(NN_OBJS)
+define NN_ISA_RULE
+$$(BUILD)/common/nn/%.$(1).o: common/nn/%.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CPPFLAGS) $$(CFLAGS) $$(NN_FLAGS_$(1)) -DNN_ISA_$(1) -MMD -MP -c $$< -o $$@
+endef
+$(foreach i,$(NN_ISAS),$(eval $(call NN_ISA_RULE,$(i))))
+# ---- end of the per-ISA block ------------------------------------------------------------
 
 .PHONY: all deps deps-test demo test check test-asan asan-run bench fuzz clean
 .SECONDARY:
