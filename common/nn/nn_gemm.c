@@ -2,7 +2,8 @@
  * "f": C = A * B with A's rows broadcast one float at a time and B read as two 16-float
  * vectors (a 12 x 32 tile of C in 24 zmm accumulators); "w": C = A^T * B, the same tile
  * but walking the shared dimension down the rows of both (weight gradients, where the
- * reduction runs over pixels). On Zen4 both run at ~115 GFLOP/s per core from L2.
+ * reduction runs over pixels). On the development VM's Zen 4 core, from L2: AVX-512
+ * ~230 GFLOP/s, AVX2 ~120 (its two-256-bit-FMA peak), OpenBLAS ~100 (docs/cpu.md).
  * This file is compiled once per kernel path (nn_cpu.h): the AVX-512 copy runs the 12 x 32
  * tiles above; the AVX2 copy covers the same tiles with 6 x 16 sub-tiles (12 ymm
  * accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers, BLIS's Haswell shape);
