@@ -9,8 +9,9 @@
  * NnTeam (a fixed set of threads, each with preallocated scratch): the tile's GEMM operand
  * (padded row buffers for wide images, im2col for narrow ones) -> register-blocked GEMM
  * (nn_gemm.c: AVX-512, AVX2+FMA or OpenBLAS, picked per team: docs/cpu.md) -> epilogue.
- * Nothing here allocates after nn_team_create, and results do not depend on timing (each thread owns a fixed range of
- * tiles, so partial sums are always added in the same order for a given thread count).
+ * Nothing here allocates after nn_team_create, and results do not depend on timing (each
+ * thread owns a fixed range of tiles, so partial sums are always added in the same order
+ * for a given thread count and kernel path).
  * BatchNorm+ReLU is applied lazily: producers store the raw conv output z, and consumers
  * read it through an NnAct that carries the per-channel scale/shift (relu(z*s + h)).
  *
