@@ -117,9 +117,9 @@ REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz/replay_%,$(FUZZ_SRC)
 # thread team from cpuid or SEGKIT_CPU. Off x86-64 only the generic copy (OpenBLAS + C).
 ifeq ($(SEG_X86),1)
   NN_ISAS := avx512 avx2 generic
+  CPPFLAGS += -DSEG_NN_X86_PATHS
 else
   NN_ISAS := generic
-  CPPFLAGS += -DSEG_NN_NO_X86_PATHS
 endif
 NN_FLAGS_avx512  := -march=x86-64-v4 -mtune=znver3
 NN_FLAGS_avx2    := -march=x86-64-v3 -mtune=znver3

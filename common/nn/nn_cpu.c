@@ -1,6 +1,7 @@
 /* common/nn/nn_cpu.c : pick the kernel path from cpuid (once) and SEGKIT_CPU, and the public
  * entry points of the dispatched functions (each calls its team's table). Compiled for the
  * baseline: nothing here may use an instruction the oldest supported CPU lacks. */
+#define NN_DISPATCH_TU
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 #define NN_DECL_generic(r, f, p, a) r f##_generic p;
 #define NN_ENTRY_generic(r, f, p, a) .f = f##_generic,
 NN_DECL(generic)
-#if defined(__x86_64__) && !defined(SEG_NN_NO_X86_PATHS)
+#if defined(__x86_64__) && defined(SEG_NN_X86_PATHS)   /* set by the Makefile's per-ISA block */
 #define NN_HAVE_X86 1
 #define NN_DECL_avx512(r, f, p, a) r f##_avx512 p;
 #define NN_ENTRY_avx512(r, f, p, a) .f = f##_avx512,

@@ -12,6 +12,14 @@
 #ifndef SEG_NN_CPU_H
 #define SEG_NN_CPU_H
 
+/* A kernel file compiled on its own, without the Makefile's per-ISA rules (e.g. the
+ * libFuzzer build compiles every .c once): it is the generic copy, and nn_cpu.c (without
+ * SEG_NN_X86_PATHS) dispatches to nothing else. nn_cpu.c and nn_team.c define
+ * NN_DISPATCH_TU: they are the dispatcher, not a copy. */
+#if !defined(NN_ISA_avx512) && !defined(NN_ISA_avx2) && !defined(NN_ISA_generic) && !defined(NN_DISPATCH_TU)
+#define NN_ISA_generic
+#endif
+
 #if defined(NN_ISA_avx512)
 #define NN_SUFFIX _avx512
 #elif defined(NN_ISA_avx2)

@@ -4,6 +4,7 @@
  * partials) always cover the same tiles: results are reproducible. nn_team_run_dynamic hands
  * out items one at a time instead (for work with no per-thread state), so a thread slowed
  * by another process on its core does not hold the others up. */
+#define NN_DISPATCH_TU
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
