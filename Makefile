@@ -14,7 +14,9 @@
 #   GPU=0|1         force the CUDA backend off/on (default: on when nvcc and cudnn.h are found)
 #   CUDA_HOME=dir   CUDA toolkit location (default /usr/local/cuda)
 #   NVCC_ARCH=...   GPU architectures (default sm_80 and sm_90 code plus compute_90 PTX)
-#   OPT=...         optimisation flags (default -O2 -march=native)
+#   OPT=...         optimisation flags (default -O2 -march=x86-64-v2: runs on any x86-64 since
+#                   2009; the common/nn kernels are also built for AVX2 and AVX-512 and picked at
+#                   run time, docs/cpu.md. OPT="-O2 -march=native" for a build for this CPU only)
 #   SAN=1           sanitizer build (used by test-asan)
 #
 # Layering (the build enforces it): one archive per folder, each compiled with the include
@@ -29,11 +31,19 @@
 # A program links its own archive and libsegcommon.a only. eval/ generated sources
 # (viewer.js embedded as a C array) are built into $(BUILD)/gen/.
 CC       ?= cc
-OPT      ?= -O2 -march=native
 BUILD    ?= build
 BIN      ?= bin
 CUDA_HOME ?= /usr/local/cuda
 VERSION  := 0.1.0
+
+# portable baseline (issue 18): x86-64-v2 everywhere; the common/nn kernels get their own
+# flags in the per-ISA block after the sources
+SEG_X86 := $(if $(filter x86_64%,$(shell $(CC) -dumpmachine)),1,0)
+ifeq ($(SEG_X86),1)
+  OPT ?= -O2 -march=x86-64-v2
+else
+  OPT ?= -O2
+endif
 
 CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_GNU_SOURCE -DSEG_VERSION='"$(VERSION)"'
 CFLAGS   += -std=c11 -g $(OPT) -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -pthread -fno-strict-aliasing
@@ -84,6 +94,31 @@ MAINS       := prep/segprep.c train/segtrain.c eval/segeval.c synth/synthct.c
 COMMON_SRC  := $(wildcard common/*.c common/nn/*.c)
 COMMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC)) $(CU_OBJS)
 LIBCOMMON   := $(BUILD)/libsegcommon.a
+
+# ---- per-ISA kernels (issue 18, docs/cpu.md) ------------------------------------------
+# The common/nn kernel sources (NN_KSRC) are built once per NN_ISAS entry instead of once
+# (-DNN_ISA_<isa> selects the code and renames its functions), and nn_cpu.c picks a copy per
+# thread team from cpuid or SEGKIT_CPU. Off x86-64 only the generic copy (OpenBLAS + C).
+ifeq ($(SEG_X86),1)
+  NN_ISAS := avx512 avx2 generic
+  CPPFLAGS += -DSEG_NN_X86_PATHS
+else
+  NN_ISAS := generic
+endif
+NN_FLAGS_avx512  := -march=x86-64-v4 -mtune=znver3
+NN_FLAGS_avx2    := -march=x86-64-v3 -mtune=znver3
+NN_FLAGS_generic :=
+NN_KSRC  := $(filter-out common/nn/nn_team.c common/nn/nn_tfile.c common/nn/nn_cpu.c,$(wildcard common/nn/*.c))
+NN_OBJS  := $(foreach i,$(NN_ISAS),$(patsubst %.c,$(BUILD)/%.$(i).o,$(NN_KSRC)))
+COMMON_OBJS := $(filter-out $(patsubst %.c,$(BUILD)/%.o,$(NN_KSRC)),$(COMMON_OBJS)) $(NN_OBJS)
+define NN_ISA_RULE
+$$(BUILD)/common/nn/%.$(1).o: common/nn/%.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(DIR_INC) $$(CPPFLAGS) $$(CFLAGS) $$(NN_FLAGS_$(1)) -DNN_ISA_$(1) -MMD -MP -c $$< -o $$@
+endef
+$(foreach i,$(NN_ISAS),$(eval $(call NN_ISA_RULE,$(i))))
+# ---- end of the per-ISA block ------------------------------------------------------------
+
 dir_objs     = $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(MAINS),$(wildcard $(1)/*.c))) $(GEN_OBJS_$(1))
 LIBPREP     := $(BUILD)/libsegprep.a
 LIBTRAIN    := $(BUILD)/libsegtrain.a

@@ -56,6 +56,10 @@ const char *unet_amp_name(int amp);
 /* 1 when this build has the CUDA backend. */
 int  unet_have_cuda(void);
 
+/* The CPU kernel path the CPU backend runs ("avx512", "avx2" or "generic": cpuid's best, or the
+ * one SEGKIT_CPU forces; docs/cpu.md). */
+const char *unet_cpu_kernels(void);
+
 /* Fill cfg with the default (1 -> 32,64,128,256 -> n_classes). */
 void unet_default_config(UnetConfig *cfg, int n_classes);
 /* Allocate a model and every buffer for batches up to max_batch at H x W (H, W divisible

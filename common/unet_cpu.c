@@ -452,3 +452,5 @@ const UnetBackend unet_backend_cpu = {
     .wait = cpu_wait,
     .step_times = cpu_step_times,
 };
+
+const char *unet_cpu_kernels(void) { return nn_cpu_name(); }

@@ -18,6 +18,7 @@
 #include "benchutil.h"
 #include "maskpack.h"
 #include "err.h"
+#include "nn.h"
 #include "unet.h"
 
 static void usage(FILE *f)
@@ -179,6 +180,7 @@ int main(int argc, char **argv)
     }
 
     printf("{\n");
+    printf("  \"cpu_path\": \"%s\",\n", nn_cpu_name());   /* SEGKIT_CPU forces one (docs/cpu.md) */
     printf("  \"bench\": \"unet\",\n  \"batch\": %d,\n  \"size\": %d,\n  \"classes\": %d,\n  \"features\": [", batch, size, classes);
     for (int i = 0; i < nf; i++) printf("%s%d", i ? ", " : "", feats[i]);
     printf("],\n  \"threads\": %d,\n  \"loss\": \"%s\",\n  \"params\": %zu,\n", threads, unet_loss_name(loss_kind), nparams);

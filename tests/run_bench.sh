@@ -20,9 +20,16 @@ emit() {   # name, command...
 }
 [ -x "$BUILD/tests/bench_prep" ] && emit prep "$BUILD/tests/bench_prep" --reps $([ "$q" = 1 ] && echo 3 || echo 7)
 [ -x "$BUILD/tests/bench_unet" ] && emit unet "$BUILD/tests/bench_unet" $([ "$q" = 1 ] && echo --steps 2)
+# issue 18: the other kernel paths of the same binary (bench_unet fails, so no entry, where the CPU lacks one)
+for p in avx2 generic; do
+    [ -x "$BUILD/tests/bench_unet" ] && emit unet_$p env SEGKIT_CPU=$p "$BUILD/tests/bench_unet" $([ "$q" = 1 ] && echo --steps 2)
+done
 [ -x "$BUILD/tests/bench_loader" ] && emit loader "$BUILD/tests/bench_loader"
 [ -x "$BUILD/tests/bench_eval" ] && emit eval "$BUILD/tests/bench_eval"
 [ "${BENCH_NO_PEER:-0}" = 1 ] || emit unet_torch_peer bash tests/bench_torch_peer.sh
+# the peer capped to AVX2 (oneDNN, ATen's own kernels and MKL where present), for unet_avx2
+[ "${BENCH_NO_PEER:-0}" = 1 ] || emit unet_torch_peer_avx2 env ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 \
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 bash tests/bench_torch_peer.sh
 # issue 12: time to a validation Dice and the final Dice, segtrain's defaults vs the PyTorch recipe
 [ "${BENCH_NO_RECIPE:-0}" = 1 ] || emit recipe env RECIPE_NO_PEER="${BENCH_NO_PEER:-0}" \
     RECIPE_EPOCHS="${RECIPE_EPOCHS:-$([ "$q" = 1 ] && echo 6 || echo 16)}" bash tests/bench_recipe.sh
@@ -52,6 +59,18 @@ if u and p and p.get("train_step_s"):
         "infer_b8_speedup": round(u["infer_b8_slices_per_s"] / p["infer_b8_slices_per_s"], 2),
         "infer_b1_speedup": round(u["infer_b1_slices_per_s"] / p["infer_b1_slices_per_s"], 2),
         "peak_rss_fraction": round(u["peak_rss_mib"] / p["peak_rss_mib"], 3),
+    }
+a, pa = d.get("unet_avx2"), d.get("unet_torch_peer_avx2")
+if a and pa and pa.get("train_step_s"):
+    d["unet_avx2_vs_torch_peer_avx2"] = {
+        "train_step_speedup": round(pa["train_step_s"] / (a["train_step_ms"] / 1000), 2),
+        "infer_b8_speedup": round(a["infer_b8_slices_per_s"] / pa["infer_b8_slices_per_s"], 2),
+    }
+gn = d.get("unet_generic")
+if a and gn:
+    d["unet_generic_vs_avx2"] = {
+        "train_step_ratio": round(gn["train_step_ms"] / a["train_step_ms"], 2),
+        "infer_b8_ratio": round(gn["infer_b8_ms"] / a["infer_b8_ms"], 2),
     }
 g, t = d.get("gpu"), d.get("gpu_torch_peer")
 if g and t:

@@ -7,6 +7,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config zlib1g-dev libzstd-dev liblmdb-dev libopenblas-dev libcjson-dev libpng-dev)
 if [ "${1:-}" = test ] || [ "${1:-}" = fuzz ]; then
     pkgs+=(python3 python3-numpy python3-nibabel python3-lmdb python3-zstandard python3-scipy chromium)
+    [ "$(uname -m)" = x86_64 ] && pkgs+=(qemu-user)   # tests/test_portable.sh: the binaries on an AVX2-only CPU
 fi
 [ "${1:-}" = fuzz ] && pkgs+=(clang)
 missing=()

@@ -829,6 +829,7 @@ static int open_run(Run *r)
         LOG(2, "segtrain: device %s, %.1f MiB of GPU memory\n", o->dev_desc, unet_device_memory_bytes(r->m) / 1048576.0);
     else
         LOG(2, "segtrain: device %s\n", o->dev_desc);
+    if (o->dev.kind != UNET_CUDA) LOG(3, "segtrain: CPU kernels %s (SEGKIT_CPU=avx512|avx2|generic forces one)\n", unet_cpu_kernels());
     LOG(3, "segtrain: model buffers %.1f MiB; loader: %d decode thread(s), %d batch slots; %d compute thread(s)%s\n",
         unet_memory_bytes(r->m) / 1048576.0, o->loader_threads, o->loader_threads + 2,
         o->threads, o->threads ? "" : " (0 = all cores)");

@@ -7,10 +7,11 @@
  *
  * Every layer splits its pixels into tiles that fit the L2 cache and runs them on an
  * NnTeam (a fixed set of threads, each with preallocated scratch): the tile's GEMM operand
- * (padded row buffers for wide images, im2col for narrow ones) -> AVX-512 register-blocked
- * GEMM (nn_gemm.c, ~100 GFLOP/s per Zen4 core) -> epilogue. Nothing here allocates after
- * nn_team_create, and results do not depend on timing (each thread owns a fixed range of
- * tiles, so partial sums are always added in the same order for a given thread count).
+ * (padded row buffers for wide images, im2col for narrow ones) -> register-blocked GEMM
+ * (nn_gemm.c: AVX-512, AVX2+FMA or OpenBLAS, picked per team: docs/cpu.md) -> epilogue.
+ * Nothing here allocates after nn_team_create, and results do not depend on timing (each
+ * thread owns a fixed range of tiles, so partial sums are always added in the same order
+ * for a given thread count and kernel path).
  * BatchNorm+ReLU is applied lazily: producers store the raw conv output z, and consumers
  * read it through an NnAct that carries the per-channel scale/shift (relu(z*s + h)).
  *
@@ -27,11 +28,17 @@ typedef void (*NnTask)(void *ctx, int tid, int begin, int end);
 
 /* Start n_threads-1 workers (0: all online cores); each thread gets scratch_floats of
  * tile scratch and acc_floats of accumulator space (see nn_*_acc_floats). SEG_ENOMEM/SEG_EARG.
- * SEGKIT_NN_GENERIC=1 in the environment selects the portable C kernels (for tests). */
+ * The team runs one kernel path for its lifetime (docs/cpu.md): the best this CPU has
+ * (cpuid), or SEGKIT_CPU=avx512|avx2|generic (SEG_EARG when this CPU lacks it);
+ * SEGKIT_NN_GENERIC=1 also selects the portable kernels (for tests). */
 int    nn_team_create(int n_threads, size_t scratch_floats, size_t acc_floats, NnTeam **out);
 void   nn_team_free(NnTeam *t);                         /* NULL-safe; joins the workers */
 int    nn_team_size(const NnTeam *t);
 int    nn_team_generic(const NnTeam *t);                /* 1: portable kernels in use */
+const char *nn_team_cpu(const NnTeam *t);               /* "avx512", "avx2" or "generic" */
+/* The kernel path a team created now would run (static string; "unsupported" when
+ * SEGKIT_CPU names a path this CPU lacks: nn_team_create then fails saying why). */
+const char *nn_cpu_name(void);
 float *nn_team_scratch(NnTeam *t, int tid);             /* scratch_floats, 64-byte aligned */
 float *nn_team_acc(NnTeam *t, int tid);                 /* acc_floats, 64-byte aligned */
 size_t nn_team_scratch_floats(const NnTeam *t);

@@ -67,6 +67,19 @@ static inline void gated_xhat16(const BnBwd *c, const float *g, const float *z, 
     *gv = gg;
     *xh = _mm512_mul_ps(_mm512_sub_ps(zv, _mm512_loadu_ps(c->mean + ch)), _mm512_loadu_ps(c->invstd + ch));
 }
+#elif NN_AVX2
+/* the same for 8 channels */
+static inline void gated_xhat8(const BnBwd *c, const float *g, const float *z, int ch, __m256 *gv, __m256 *xh)
+{
+    const __m256 zv = _mm256_loadu_ps(z + ch);
+    __m256 gg = _mm256_loadu_ps(g + ch);
+    if (c->relu) {
+        const __m256 y = _mm256_fmadd_ps(zv, _mm256_loadu_ps(c->scale + ch), _mm256_loadu_ps(c->shift + ch));
+        gg = _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ), gg);
+    }
+    *gv = gg;
+    *xh = _mm256_mul_ps(_mm256_sub_ps(zv, _mm256_loadu_ps(c->mean + ch)), _mm256_loadu_ps(c->invstd + ch));
+}
 #endif
 
 /* pass 1: per-thread sums of gm = g*mask and gm*x_hat, x_hat = (z - mean)*invstd */
@@ -89,6 +102,13 @@ static void bn_reduce_task(void *vctx, int tid, int b, int e)
                 gated_xhat16(c, g, z, ch, &gv, &xh);
                 _mm512_storeu_ps(f1 + ch, _mm512_add_ps(_mm512_loadu_ps(f1 + ch), gv));
                 _mm512_storeu_ps(f2 + ch, _mm512_fmadd_ps(gv, xh, _mm512_loadu_ps(f2 + ch)));
+            }
+#elif NN_AVX2
+            for (; ch + 8 <= C; ch += 8) {
+                __m256 gv, xh;
+                gated_xhat8(c, g, z, ch, &gv, &xh);
+                _mm256_storeu_ps(f1 + ch, _mm256_add_ps(_mm256_loadu_ps(f1 + ch), gv));
+                _mm256_storeu_ps(f2 + ch, _mm256_fmadd_ps(gv, xh, _mm256_loadu_ps(f2 + ch)));
             }
 #endif
             for (; ch < C; ch++) {
@@ -119,6 +139,14 @@ static void bn_apply_task(void *vctx, int tid, int b, int e)
             __m512 d = _mm512_sub_ps(gv, _mm512_loadu_ps(c->mb + ch));
             d = _mm512_fnmadd_ps(xh, _mm512_loadu_ps(c->mg + ch), d);
             _mm512_storeu_ps(g + ch, _mm512_mul_ps(d, _mm512_loadu_ps(c->k1 + ch)));
+        }
+#elif NN_AVX2
+        for (; ch + 8 <= C; ch += 8) {
+            __m256 gv, xh;
+            gated_xhat8(c, g, z, ch, &gv, &xh);
+            __m256 d = _mm256_sub_ps(gv, _mm256_loadu_ps(c->mb + ch));
+            d = _mm256_fnmadd_ps(xh, _mm256_loadu_ps(c->mg + ch), d);
+            _mm256_storeu_ps(g + ch, _mm256_mul_ps(d, _mm256_loadu_ps(c->k1 + ch)));
         }
 #endif
         for (; ch < C; ch++) {

@@ -26,6 +26,12 @@ static inline void stats_add_row(const float *y, float *s, float *q, int Co)
         _mm512_storeu_ps(s + ch, _mm512_add_ps(_mm512_loadu_ps(s + ch), v));
         _mm512_storeu_ps(q + ch, _mm512_fmadd_ps(v, v, _mm512_loadu_ps(q + ch)));
     }
+#elif NN_AVX2
+    for (; ch + 8 <= Co; ch += 8) {
+        __m256 v = _mm256_loadu_ps(y + ch);
+        _mm256_storeu_ps(s + ch, _mm256_add_ps(_mm256_loadu_ps(s + ch), v));
+        _mm256_storeu_ps(q + ch, _mm256_fmadd_ps(v, v, _mm256_loadu_ps(q + ch)));
+    }
 #endif
     for (; ch < Co; ch++) { s[ch] += y[ch]; q[ch] += y[ch] * y[ch]; }
 }
@@ -219,6 +225,34 @@ static void conv1_fwd_task(void *vctx, int tid, int b, int e)
                 }
                 continue;
             }
+#elif NN_AVX2
+            {   /* 32 columns as 4 ymm; the 9 taps' weights are re-read from L1 */
+                __m256i km[4];
+                for (int j = 0; j < 4; j++) km[j] = nn_mask8(nq - 8 * j);
+                __m256 s[4], sq[4];
+                for (int j = 0; j < 4; j++) s[j] = sq[j] = _mm256_setzero_ps();
+                for (int x = 0; x < W; x++) {
+                    __m256 a[4];
+                    for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_ps();
+                    for (int tap = 0; tap < 9; tap++) {
+                        const __m256 v = _mm256_broadcast_ss(r + (tap / 3) * (W + 2) + x + tap % 3);
+                        for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + tap * NN_NR + 8 * j), a[j]);
+                    }
+                    float *yp = yrow + (long)x * c->out->ld + q * NN_NR;
+                    for (int j = 0; j < 4; j++) {
+                        if (nq >= 8 * (j + 1)) _mm256_storeu_ps(yp + 8 * j, a[j]);
+                        else if (nq > 8 * j) _mm256_maskstore_ps(yp + 8 * j, km[j], a[j]);
+                        s[j] = _mm256_add_ps(s[j], a[j]);
+                        sq[j] = _mm256_fmadd_ps(a[j], a[j], sq[j]);
+                    }
+                }
+                if (c->stats) {
+                    float fs[2][32];
+                    for (int j = 0; j < 4; j++) { _mm256_storeu_ps(fs[0] + 8 * j, s[j]); _mm256_storeu_ps(fs[1] + 8 * j, sq[j]); }
+                    for (int j = 0; j < nq; j++) { ds[q * NN_NR + j] += fs[0][j]; dq[q * NN_NR + j] += fs[1][j]; }
+                }
+                continue;
+            }
 #endif
             for (int x = 0; x < W; x++) {
                 float *yp = yrow + (long)x * c->out->ld + q * NN_NR;
@@ -269,6 +303,23 @@ static void conv1_bww_task(void *vctx, int tid, int b, int e)
                 }
                 continue;
             }
+#elif NN_AVX2
+            for (int j0 = 0; j0 < nq; j0 += 8) {   /* 8 columns at a time: 9 ymm accumulators */
+                const __m256i km = nn_mask8(nq - j0);
+                __m256 a[9];
+                for (int tap = 0; tap < 9; tap++) a[tap] = _mm256_setzero_ps();
+                for (int x = 0; x < W; x++) {
+                    const __m256 g = _mm256_maskload_ps(dyr + (long)x * c->ldy + q * NN_NR + j0, km);
+                    for (int tap = 0; tap < 9; tap++)
+                        a[tap] = _mm256_fmadd_ps(_mm256_broadcast_ss(r + (tap / 3) * (W + 2) + x + tap % 3), g, a[tap]);
+                }
+                for (int tap = 0; tap < 9; tap++) {
+                    float f[8];
+                    _mm256_storeu_ps(f, a[tap]);
+                    for (int j = 0; j < 8 && j0 + j < nq; j++) acc[(size_t)tap * Co + q * NN_NR + j0 + j] += f[j];
+                }
+            }
+            continue;
 #endif
             for (int tap = 0; tap < 9; tap++)
                 for (int j = 0; j < nq; j++) {

@@ -48,6 +48,19 @@ static void transpose_tile(float *xT, int T, const NnAct *x, long pbase, int nq,
                 for (int i = 0; i < 16; i++) _mm512_storeu_ps(xT + (size_t)(c0 + i) * T + t0, r[i]);
             }
     }
+#elif NN_AVX2
+    if (Ci % 8 == 0) {
+        __m256 r[8];
+        for (; t0 + 8 <= nq; t0 += 8)
+            for (int c0 = 0; c0 < Ci; c0 += 8) {
+                for (int i = 0; i < 8; i++) {
+                    nn_v_act_view(row, x, pbase + t0 + i, c0, 8);
+                    r[i] = _mm256_loadu_ps(row);
+                }
+                nn_transpose8(r);
+                for (int i = 0; i < 8; i++) _mm256_storeu_ps(xT + (size_t)(c0 + i) * T + t0, r[i]);
+            }
+    }
 #endif
     for (int t = t0; t < nq; t++) {
         nn_v_act_view(row, x, pbase + t, 0, Ci);
@@ -101,6 +114,10 @@ static void head_bwd_task(void *vctx, int tid, int b, int e)
             __m512 v = _mm512_setzero_ps();
             for (; t + 16 <= nq; t += 16) v = _mm512_add_ps(v, _mm512_loadu_ps(r + t));
             s = _mm512_reduce_add_ps(v);
+#elif NN_AVX2
+            __m256 v = _mm256_setzero_ps();
+            for (; t + 8 <= nq; t += 8) v = _mm256_add_ps(v, _mm256_loadu_ps(r + t));
+            s = nn_hsum8(v);
 #endif
             for (; t < nq; t++) s += r[t];
             dbp[c] += s;

@@ -2,46 +2,22 @@
  * "f": C = A * B with A's rows broadcast one float at a time and B read as two 16-float
  * vectors (a 12 x 32 tile of C in 24 zmm accumulators); "w": C = A^T * B, the same tile
  * but walking the shared dimension down the rows of both (weight gradients, where the
- * reduction runs over pixels). On Zen4 both run at ~115 GFLOP/s per core from L2.
- * The portable versions are plain loops, used without AVX-512 or with SEGKIT_NN_GENERIC=1. */
+ * reduction runs over pixels). On the development VM's Zen 4 core, from L2: AVX-512
+ * ~230 GFLOP/s, AVX2 ~120 (its two-256-bit-FMA peak), OpenBLAS ~100 (docs/cpu.md).
+ * This file is compiled once per kernel path (nn_cpu.h): the AVX-512 copy runs the 12 x 32
+ * tiles above; the AVX2 copy covers the same tiles with 6 x 16 sub-tiles (12 ymm
+ * accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers, BLIS's Haswell shape);
+ * the generic copy hands whole panels to OpenBLAS (cblas_sgemm, one OpenBLAS thread: the
+ * callers already run on every thread of the team). */
 #include <stdint.h>
 #include "nn_impl.h"
+#if !NN_AVX512 && !NN_AVX2
+#include <pthread.h>
+#include <stdlib.h>
+#include <cblas.h>
+#endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
-
-/* ---- portable kernels ------------------------------------------------------------------ */
-static void kf_generic(int K, const float *A, long lda, const float *B, long ldb, float *C,
-                       long ldc, int m, int n, int acc, const float *bias, int nseg, long aseg, long bseg)
-{
-    float c[NN_MR][NN_NR];
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) c[i][j] = acc ? C[i * ldc + j] : bias ? bias[j] : 0.f;
-    for (int sg = 0; sg < nseg; sg++, A += aseg, B += bseg)
-        for (int k = 0; k < K; k++) {
-            const float *b = B + k * ldb;
-            for (int i = 0; i < m; i++) {
-                float a = A[i * lda + k];
-                for (int j = 0; j < n; j++) c[i][j] += a * b[j];
-            }
-        }
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) C[i * ldc + j] = c[i][j];
-}
-
-static void kw_generic(int R, const float *A, long lda, const float *B, long ldb, float *C,
-                       long ldc, int m, int n, int acc, const float *rbias)
-{
-    float c[NN_MR][NN_NR];
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) c[i][j] = acc ? C[i * ldc + j] : rbias ? rbias[i] : 0.f;
-    for (int r = 0; r < R; r++) {
-        const float *a = A + r * lda, *b = B + r * ldb;
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) c[i][j] += a[i] * b[j];
-    }
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) C[i * ldc + j] = c[i][j];
-}
 
 #if NN_AVX512
 static inline __mmask16 mask_lo(int n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
@@ -147,6 +123,119 @@ static void kw_avx512(int R, const float *A, long lda, const float *B, long ldb,
 }
 #endif
 
+#if NN_AVX2
+#define mask8 nn_mask8
+
+#define FMA6(i, aval)                                                                        \
+    { __m256 a_ = _mm256_broadcast_ss(aval);                                                 \
+      c[i][0] = _mm256_fmadd_ps(a_, b0, c[i][0]); c[i][1] = _mm256_fmadd_ps(a_, b1, c[i][1]); }
+
+/* C rows [0, m) (m <= 6), columns [0, n) (n <= 16): (acc ? C : init) + the sum. The old C
+ * is added at the end, as in the AVX-512 kernels. */
+#define STORE6                                                                               \
+    _Pragma("GCC unroll 6")                                                                  \
+    for (int i = 0; i < 6; i++) {                                                            \
+        if (i < m) {                                                                         \
+            float *ci = C + i * ldc;                                                         \
+            if (n == 16) {                                                                   \
+                if (acc) {                                                                   \
+                    c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(ci));                   \
+                    c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(ci + 8));               \
+                }                                                                            \
+                _mm256_storeu_ps(ci, c[i][0]);                                               \
+                _mm256_storeu_ps(ci + 8, c[i][1]);                                           \
+            } else {                                                                         \
+                if (acc) {                                                                   \
+                    c[i][0] = _mm256_add_ps(c[i][0], _mm256_maskload_ps(ci, k0));            \
+                    c[i][1] = _mm256_add_ps(c[i][1], _mm256_maskload_ps(ci + 8, k1));        \
+                }                                                                            \
+                _mm256_maskstore_ps(ci, k0, c[i][0]);                                        \
+                _mm256_maskstore_ps(ci + 8, k1, c[i][1]);                                    \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+/* F kernel: a 6 x 16 tile of C = A * B over nseg segments of K. */
+static void kf_avx2(int K, const float *A, long lda, const float *B, long ldb, float *C,
+                    long ldc, int m, int n, int acc, const float *bias, int nseg, long aseg, long bseg)
+{
+    const __m256i k0 = mask8(n), k1 = mask8(n - 8);
+    const __m256 z = _mm256_setzero_ps();
+    const __m256 bv0 = (!acc && bias) ? _mm256_maskload_ps(bias, k0) : z;
+    const __m256 bv1 = (!acc && bias) ? _mm256_maskload_ps(bias + 8, k1) : z;
+    __m256 c[6][2];
+    _Pragma("GCC unroll 6")
+    for (int i = 0; i < 6; i++) { c[i][0] = bv0; c[i][1] = bv1; }
+    const float *ap[6];
+    _Pragma("GCC unroll 6")
+    for (int i = 0; i < 6; i++) ap[i] = A + (i < m ? i : m - 1) * lda;   /* spare rows repeat */
+    for (int sg = 0; sg < nseg; sg++) {
+        if (n == 16) {
+            for (int k = 0; k < K; k++) {
+                const __m256 b0 = _mm256_loadu_ps(B + k * ldb), b1 = _mm256_loadu_ps(B + k * ldb + 8);
+                FMA6(0, ap[0] + k) FMA6(1, ap[1] + k) FMA6(2, ap[2] + k)
+                FMA6(3, ap[3] + k) FMA6(4, ap[4] + k) FMA6(5, ap[5] + k)
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const __m256 b0 = _mm256_maskload_ps(B + k * ldb, k0), b1 = _mm256_maskload_ps(B + k * ldb + 8, k1);
+                FMA6(0, ap[0] + k) FMA6(1, ap[1] + k) FMA6(2, ap[2] + k)
+                FMA6(3, ap[3] + k) FMA6(4, ap[4] + k) FMA6(5, ap[5] + k)
+            }
+        }
+        _Pragma("GCC unroll 6")
+        for (int i = 0; i < 6; i++) ap[i] += aseg;
+        B += bseg;
+    }
+    STORE6
+}
+
+/* W kernel: a 6 x 16 tile of C = A^T * B (rows of A and B walk the shared dimension). */
+static void kw_avx2(int R, const float *A, long lda, const float *B, long ldb, float *C,
+                    long ldc, int m, int n, int acc, const float *rbias)
+{
+    const __m256i k0 = mask8(n), k1 = mask8(n - 8);
+    __m256 c[6][2];
+    _Pragma("GCC unroll 6")
+    for (int i = 0; i < 6; i++)
+        c[i][0] = c[i][1] = rbias && !acc ? _mm256_set1_ps(rbias[i < m ? i : 0]) : _mm256_setzero_ps();
+    if (n == 16) {
+        for (int r = 0; r < R; r++, A += lda, B += ldb) {
+            const __m256 b0 = _mm256_loadu_ps(B), b1 = _mm256_loadu_ps(B + 8);
+            FMA6(0, A + 0) FMA6(1, A + 1) FMA6(2, A + 2) FMA6(3, A + 3) FMA6(4, A + 4) FMA6(5, A + 5)
+        }
+    } else {
+        for (int r = 0; r < R; r++, A += lda, B += ldb) {
+            const __m256 b0 = _mm256_maskload_ps(B, k0), b1 = _mm256_maskload_ps(B + 8, k1);
+            FMA6(0, A + 0) FMA6(1, A + 1) FMA6(2, A + 2) FMA6(3, A + 3) FMA6(4, A + 4) FMA6(5, A + 5)
+        }
+    }
+    STORE6
+}
+#endif
+
+#if !NN_AVX512 && !NN_AVX2
+/* OpenBLAS runs single-threaded inside our team (its own pool would fight the team's
+ * threads for the same cores; measured in docs/cpu.md). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_init(void)
+{
+    const char *e = getenv("SEGKIT_BLAS_THREADS");     /* for measuring the alternative */
+    const int n = e ? atoi(e) : 1;
+    openblas_set_num_threads(n > 0 ? n : 1);
+}
+
+/* C[M x n] = bias (broadcast down the rows) or 0: the start of a non-accumulating GEMM */
+static void c_init(float *C, long ldc, int M, int n, const float *bias)
+{
+    for (int i = 0; i < M; i++) {
+        if (bias) memcpy(C + (long)i * ldc, bias, sizeof(float) * (size_t)n);
+        else memset(C + (long)i * ldc, 0, sizeof(float) * (size_t)n);
+    }
+}
+#endif
+
+#if NN_AVX512
 /* Row blocks for M: 12s and 8s covering M exactly when M % 4 == 0 (a 64-pixel row is
  * 4x12 + 2x8, not 5x12 + a third-used 12), else 12s and one partial block. */
 static int row_blocks(int M, int *mb)
@@ -161,19 +250,20 @@ static int row_blocks(int M, int *mb)
     return nb;
 }
 
+#endif
+
 void nn_gemm_fs(const NnTeam *t, int M, int N, int K, int nseg, const float *A, long lda,
                 long aseg, const float *B, long bps, long ldb, long bseg, float *C, long ldc, int acc,
                 const float *bias)
 {
-    const int gen = nn_team_generic(t);
+#if NN_AVX512
     int mbs[4096 / 8 + 8], nmb = 0;
-    const int plan = !gen && M <= 4096;
+    const int plan = M <= 4096;
     if (plan) nmb = row_blocks(M, mbs);
     for (int q = 0; q * NN_NR < N; q++) {
         const int n = imin(NN_NR, N - q * NN_NR);
         const float *Bq = B + q * bps;
         const float *bq = bias ? bias + q * NN_NR : NULL;
-#if NN_AVX512
         if (plan) {
             for (int b = 0, i = 0; b < nmb; i += mbs[b++]) {
                 const int m = imin(mbs[b], M - i);
@@ -183,17 +273,50 @@ void nn_gemm_fs(const NnTeam *t, int M, int N, int K, int nseg, const float *A, 
             }
             continue;
         }
-#endif
         for (int i = 0; i < M; i += NN_MR) {
             const int m = imin(NN_MR, M - i);
             float *Ci = C + (long)i * ldc + q * NN_NR;
-#if NN_AVX512
-            if (!gen) { kf_avx512(K, A + (long)i * lda, lda, Bq, ldb, Ci, ldc, m, n, acc, bq, nseg, aseg, bseg); continue; }
-#endif
-            kf_generic(K, A + (long)i * lda, lda, Bq, ldb, Ci, ldc, m, n, acc, bq, nseg, aseg, bseg);
+            kf_avx512(K, A + (long)i * lda, lda, Bq, ldb, Ci, ldc, m, n, acc, bq, nseg, aseg, bseg);
         }
     }
-    (void)gen; (void)plan; (void)nmb;
+#elif NN_AVX2
+    /* each 32-column panel as two 16-column halves: a half's B (K x 16) stays in L1/L2
+     * while 6-row blocks of A stream past it */
+    for (int q = 0; q * NN_NR < N; q++)
+        for (int h = 0; h < NN_NR && q * NN_NR + h < N; h += 16) {
+            const int n = imin(16, N - q * NN_NR - h);
+            const float *Bq = B + q * bps + h;
+            const float *bq = bias ? bias + q * NN_NR + h : NULL;
+            for (int i = 0; i < M; i += 6)
+                kf_avx2(K, A + (long)i * lda, lda, Bq, ldb, C + (long)i * ldc + q * NN_NR + h, ldc,
+                        imin(6, M - i), n, acc, bq, nseg, aseg, bseg);
+        }
+#else
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0 || N <= 0) return;
+    /* row-major B (bps == 32): one call over all N columns; packed panels: one per panel */
+    const int whole = bps == NN_NR && ldb >= N;
+    for (int q = 0; q * NN_NR < N; q++) {
+        const int n = whole ? N : imin(NN_NR, N - q * NN_NR);
+        float *Cq = C + q * NN_NR;
+        float beta = 1.f;
+        if (!acc) {
+            if (bias) c_init(Cq, ldc, M, n, bias + q * NN_NR);
+            else beta = 0.f;
+        }
+        /* BLAS wants lda >= K, but the implicit im2col reads overlapping rows (lda = Ci,
+         * K = 3*Ci): split K into chunks of at most lda */
+        const int kc = lda < K ? (int)lda : K;
+        for (int sg = 0; sg < nseg; sg++)
+            for (int k0 = 0; k0 < K; k0 += kc, beta = 1.f)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, n, imin(kc, K - k0), 1.f,
+                            A + sg * aseg + k0, (int)lda, B + q * bps + sg * bseg + (long)k0 * ldb, (int)ldb,
+                            beta, Cq, (int)ldc);
+        if (!acc && !bias && nseg == 0) c_init(Cq, ldc, M, n, NULL);
+        if (whole) break;
+    }
+#endif
+    (void)t;
 }
 
 void nn_gemm_f(const NnTeam *t, int M, int N, int K, const float *A, long lda,
@@ -205,20 +328,47 @@ void nn_gemm_f(const NnTeam *t, int M, int N, int K, const float *A, long lda,
 void nn_gemm_wb(const NnTeam *t, int M, int N, int R, const float *A, long lda,
                 const float *B, long ldb, float *C, long ldc, int acc, const float *rbias, int stream)
 {
-    const int gen = nn_team_generic(t);
+#if NN_AVX512
     for (int q = 0; q * NN_NR < N; q++) {
         const int n = imin(NN_NR, N - q * NN_NR);
         for (int i = 0; i < M; i += NN_MR) {
             const int m = imin(NN_MR, M - i);
             float *Ci = C + (long)i * ldc + q * NN_NR;
             const float *rb = rbias ? rbias + i : NULL;
-#if NN_AVX512
-            if (!gen) { kw_avx512(R, A + i, lda, B + q * NN_NR, ldb, Ci, ldc, m, n, acc, rb, stream); continue; }
-#endif
-            kw_generic(R, A + i, lda, B + q * NN_NR, ldb, Ci, ldc, m, n, acc, rb);
+            kw_avx512(R, A + i, lda, B + q * NN_NR, ldb, Ci, ldc, m, n, acc, rb, stream);
         }
     }
-    (void)gen;
+#elif NN_AVX2
+    for (int q = 0; q < N; q += 16) {
+        const int n = imin(16, N - q);
+        for (int i = 0; i < M; i += 6)
+            kw_avx2(R, A + i, lda, B + q, ldb, C + (long)i * ldc + q, ldc, imin(6, M - i), n, acc,
+                    rbias ? rbias + i : NULL);
+    }
+    (void)stream;
+#else
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0 || N <= 0) return;
+    float beta = 1.f;
+    if (!acc) {
+        if (rbias)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) C[(long)i * ldc + j] = rbias[i];
+        else beta = 0.f;
+    }
+    if (R <= 0) {
+        if (beta == 0.f) c_init(C, ldc, M, N, NULL);
+        return;
+    }
+    /* BLAS wants lda >= M and ldb >= N: overlapping operands go in blocks */
+    const int mc = lda < M ? (int)lda : M, nc = ldb < N ? (int)ldb : N;
+    for (int i0 = 0; i0 < M; i0 += mc)
+        for (int j0 = 0; j0 < N; j0 += nc)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, imin(mc, M - i0), imin(nc, N - j0), R, 1.f,
+                        A + i0, (int)lda, B + j0, (int)ldb, beta, C + (long)i0 * ldc + j0, (int)ldc);
+    (void)stream;
+#endif
+    (void)t;
 }
 
 void nn_gemm_w(const NnTeam *t, int M, int N, int R, const float *A, long lda,

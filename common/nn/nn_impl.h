@@ -3,12 +3,21 @@
 #ifndef SEG_NN_IMPL_H
 #define SEG_NN_IMPL_H
 #include <string.h>
+#include "nn_cpu.h"       /* first: renames the functions of the per-ISA copies */
 #include "nn.h"
-#if defined(__AVX512F__)
+/* Which copy this is (set by the Makefile's per-ISA rules, never by -march: a -march=native
+ * build still compiles three copies and dispatches). */
+#if defined(NN_ISA_avx512)
 #include <immintrin.h>
 #define NN_AVX512 1
+#define NN_AVX2 0
+#elif defined(NN_ISA_avx2)
+#include <immintrin.h>
+#define NN_AVX512 0
+#define NN_AVX2 1
 #else
 #define NN_AVX512 0
+#define NN_AVX2 0
 #endif
 
 #define NN_MR 12          /* GEMM micro-tile rows */
@@ -78,6 +87,14 @@ static inline void nn_v_act(float *dst, const float *src, int n, const float *s,
         _mm512_mask_storeu_ps(dst + c, k, relu ? _mm512_max_ps(v, z) : v);
     }
 #else
+#if NN_AVX2
+    const __m256 z = _mm256_setzero_ps();
+    for (; c + 8 <= n; c += 8) {
+        __m256 v = _mm256_loadu_ps(src + c);
+        if (s) v = _mm256_fmadd_ps(v, _mm256_loadu_ps(s + c), _mm256_loadu_ps(h + c));
+        _mm256_storeu_ps(dst + c, relu ? _mm256_max_ps(v, z) : v);
+    }
+#endif
     for (; c < n; c++) {
         float v = s ? src[c] * s[c] + h[c] : src[c];
         dst[c] = relu ? (v > 0.f ? v : 0.f) : v;
@@ -122,12 +139,52 @@ static inline void nn_transpose16(__m512 r[16])
 }
 #endif
 
+#if NN_AVX2
+/* AVX2 lane mask: lanes [0, n) of 8 set (n clamped to 0..8), for maskload/maskstore */
+static inline __m256i nn_mask8(int n)
+{
+    static const int32_t m[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+    return _mm256_loadu_si256((const __m256i *)(const void *)(m + 8 - (n < 0 ? 0 : n > 8 ? 8 : n)));
+}
+
+/* In-register transpose of 8 rows of 8 floats: r[i] lane j -> r[j] lane i. */
+static inline void nn_transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* sum of the 8 lanes (pairwise, fixed order) */
+static inline float nn_hsum8(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
+}
+#endif
+
 static inline void nn_v_add(float *dst, const float *src, int n)
 {
     int c = 0;
 #if NN_AVX512
     for (; c + 16 <= n; c += 16)
         _mm512_storeu_ps(dst + c, _mm512_add_ps(_mm512_loadu_ps(dst + c), _mm512_loadu_ps(src + c)));
+#elif NN_AVX2
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c), _mm256_loadu_ps(src + c)));
 #endif
     for (; c < n; c++) dst[c] += src[c];
 }

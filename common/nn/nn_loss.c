@@ -58,6 +58,74 @@ static inline __m512d v_sum_pd(__m512d acc, __m512 v)
 }
 #endif
 
+#if NN_AVX2
+/* The AVX2 versions of the same polynomials (8 lanes; masks as all-ones lanes). */
+static inline __m256 v8_exp_neg(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-104.f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.f / 5040.f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 720.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    /* p * 2^k, k in [-150, 0], as two normal powers of two (2^k alone may be subnormal) */
+    const __m256i ki = _mm256_cvtps_epi32(k), k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+static inline __m256 v8_log1p01(__m256 u)
+{
+    const __m256 one = _mm256_set1_ps(1.f);
+    const __m256 w = _mm256_add_ps(one, u);
+    const __m256 big = _mm256_cmp_ps(w, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    const __m256 m = _mm256_blendv_ps(w, _mm256_mul_ps(w, _mm256_set1_ps(0.5f)), big);
+    const __m256 e = _mm256_and_ps(big, one);
+    const __m256 s = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
+    const __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_set1_ps(1.f / 9.f);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.f / 7.f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.f / 5.f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.f / 3.f));
+    p = _mm256_fmadd_ps(p, s2, one);
+    const __m256 lg = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693147180559945309f),
+                                      _mm256_mul_ps(_mm256_add_ps(s, s), p));
+    const __m256 wm1 = _mm256_sub_ps(w, one);
+    const __m256 exact = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    const __m256 fixed = _mm256_mul_ps(lg, _mm256_div_ps(u, _mm256_blendv_ps(wm1, one, exact)));
+    return _mm256_blendv_ps(fixed, u, exact);
+}
+
+/* the 8 target bits of one byte as all-ones lanes */
+static inline __m256 bits8(unsigned byte)
+{
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)byte), sel), sel));
+}
+
+static inline __m256d v8_sum_pd(__m256d acc, __m256 v)
+{
+    acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    return _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+static inline double v8_reduce_pd(__m256d v)
+{
+    double d[4];
+    _mm256_storeu_pd(d, v);
+    return (d[0] + d[1]) + (d[2] + d[3]);
+}
+#endif
+
 static inline int tbit(const uint8_t *bits, long q) { return (bits[q >> 3] >> (q & 7)) & 1; }
 
 /* Sums of one plane into o[NN_LOSS_PLANE] (added): BCE, then with dice sigmoid, sigmoid*t, t. */
@@ -112,6 +180,40 @@ static void loss_plane_avx512(const float *z, const uint8_t *bits, int present, 
 }
 #endif
 
+#if NN_AVX2
+static void loss_plane_avx2(const float *z, const uint8_t *bits, int present, int HW, int dice, double *o)
+{
+    __m256d acc = _mm256_setzero_pd(), accp = acc, acci = acc;
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    long y = 0;
+    int q = 0;
+    for (; q + 8 <= HW; q += 8) {
+        const __m256 v = _mm256_loadu_ps(z + q);
+        const __m256 e = v8_exp_neg(_mm256_sub_ps(zero, _mm256_and_ps(v, absm)));
+        __m256 l = _mm256_add_ps(_mm256_max_ps(v, zero), v8_log1p01(e));
+        const unsigned tb = present ? bits[q >> 3] : 0u;
+        const __m256 tm = bits8(tb);
+        l = _mm256_sub_ps(l, _mm256_and_ps(tm, v));
+        acc = v8_sum_pd(acc, l);
+        if (dice) {
+            const __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+            const __m256 p = _mm256_blendv_ps(r, _mm256_mul_ps(e, r), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+            accp = v8_sum_pd(accp, p);
+            acci = v8_sum_pd(acci, _mm256_and_ps(tm, p));
+            y += __builtin_popcount(tb);
+        }
+    }
+    o[0] += v8_reduce_pd(acc);
+    if (dice) {
+        o[1] += v8_reduce_pd(accp);
+        o[2] += v8_reduce_pd(acci);
+        o[3] += (double)y;
+    }
+    if (q < HW) loss_plane_generic(z + q, bits + (q >> 3), present, HW - q, dice, o);
+}
+#endif
+
 typedef struct {
     NnTeam *t;
     const float *z;
@@ -140,6 +242,9 @@ static void loss_task(void *vctx, int tid, int b, int e)
         if (c->labelled && !present_bit(c->labelled, c->C, n, ch)) continue;   /* unknown: contributes nothing */
 #if NN_AVX512
         if (!nn_team_generic(c->t)) { loss_plane_avx512(z, bits, pr, c->HW, c->dice, o); continue; }
+#elif NN_AVX2
+        loss_plane_avx2(z, bits, pr, c->HW, c->dice, o);
+        continue;
 #endif
         loss_plane_generic(z, bits, pr, c->HW, c->dice, o);
     }
@@ -235,6 +340,26 @@ void nn_bce_grad_row(const NnTeam *t, float *d, const float *z, const uint8_t *p
             _mm512_storeu_ps(d + q, g);
         }
     }
+#elif NN_AVX2
+    {
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f), sc = _mm256_set1_ps(scale);
+        const __m256 vb = _mm256_set1_ps(b), vab = _mm256_set1_ps(a + b);
+        const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        for (; q + 8 <= nq; q += 8) {
+            const __m256 v = _mm256_loadu_ps(z + q);
+            const __m256 e = v8_exp_neg(_mm256_sub_ps(zero, _mm256_and_ps(v, absm)));
+            const __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+            __m256 sg = _mm256_blendv_ps(r, _mm256_mul_ps(e, r), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+            const __m256 tm = bits8(present ? bits[q >> 3] : 0u);
+            sg = _mm256_sub_ps(sg, _mm256_and_ps(tm, one));
+            __m256 g = _mm256_mul_ps(sg, sc);
+            if (dice) {
+                const __m256 pq = _mm256_mul_ps(_mm256_mul_ps(e, r), r);
+                g = _mm256_fmadd_ps(_mm256_blendv_ps(vb, vab, tm), pq, g);
+            }
+            _mm256_storeu_ps(d + q, g);
+        }
+    }
 #endif
     for (; q < nq; q++) {
         const float v = z[q], e = expf(-fabsf(v)), r = 1.f / (1.f + e);
@@ -268,6 +393,14 @@ static void dice_task(void *vctx, int tid, int b, int e)
             tp += __builtin_popcount(pm & tm);
             fp += __builtin_popcount(pm & ~tm & 0xFFFFu);
             fn += __builtin_popcount(~pm & tm & 0xFFFFu);
+        }
+#elif NN_AVX2
+        for (; q + 8 <= c->HW; q += 8) {
+            const unsigned pm = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + q), _mm256_setzero_ps(), _CMP_GT_OQ));
+            const unsigned tm = pr ? bits[q >> 3] : 0u;
+            tp += __builtin_popcount(pm & tm);
+            fp += __builtin_popcount(pm & ~tm & 0xFFu);
+            fn += __builtin_popcount(~pm & tm & 0xFFu);
         }
 #endif
         for (; q < c->HW; q++) {

@@ -53,6 +53,22 @@ static void pool_fwd_task(void *vctx, int tid, int b, int e)
             _mm512_storeu_ps(y + ch, m);
             if (id) _mm_storeu_si128((__m128i *)(id + ch), _mm512_cvtepi32_epi8(k));
         }
+#elif NN_AVX2
+        for (; ch + 8 <= C; ch += 8) {
+            __m256 m = _mm256_loadu_ps(v + ch);
+            __m256i k = _mm256_setzero_si256();
+            for (int ab = 1; ab < 4; ab++) {
+                const __m256 w = _mm256_loadu_ps(v + (size_t)ab * C + ch);
+                const __m256 gt = _mm256_cmp_ps(w, m, _CMP_GT_OQ);
+                m = _mm256_blendv_ps(m, w, gt);
+                k = _mm256_blendv_epi8(k, _mm256_set1_epi32(ab), _mm256_castps_si256(gt));
+            }
+            _mm256_storeu_ps(y + ch, m);
+            if (id) {   /* 8 int32 -> 8 bytes */
+                const __m128i k16 = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+                _mm_storel_epi64((__m128i *)(void *)(id + ch), _mm_packus_epi16(k16, k16));
+            }
+        }
 #endif
         for (; ch < C; ch++) {
             float m = v[ch];
@@ -92,6 +108,16 @@ static void pool_bwd_task(void *vctx, int tid, int b, int e)
                 const __mmask16 sel = _mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(ab));
                 if (sel)
                     _mm512_mask_storeu_ps(dx[ab] + ch, sel, _mm512_add_ps(_mm512_loadu_ps(dx[ab] + ch), g));
+            }
+        }
+#elif NN_AVX2
+        for (; ch + 8 <= C; ch += 8) {
+            const __m256 g = _mm256_loadu_ps(dy + ch);
+            const __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(id + ch)));
+            for (int ab = 0; ab < 4; ab++) {
+                const __m256i sel = _mm256_cmpeq_epi32(k, _mm256_set1_epi32(ab));
+                if (!_mm256_testz_si256(sel, sel))
+                    _mm256_maskstore_ps(dx[ab] + ch, sel, _mm256_add_ps(_mm256_loadu_ps(dx[ab] + ch), g));
             }
         }
 #endif

@@ -4,6 +4,7 @@
  * partials) always cover the same tiles: results are reproducible. nn_team_run_dynamic hands
  * out items one at a time instead (for work with no per-thread state), so a thread slowed
  * by another process on its core does not hold the others up. */
+#define NN_DISPATCH_TU
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 struct NnTeam {
     int        n;             /* threads including the caller */
     int        generic;       /* 1: portable kernels */
+    const NnKernels *k;       /* the kernel path (nn_cpu.c) */
     pthread_t *th;
     int        n_started;
     pthread_mutex_t mu;
@@ -88,11 +90,13 @@ int nn_team_create(int n_threads, size_t scratch_floats, size_t acc_floats, NnTe
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = c > 0 ? (int)(c > 256 ? 256 : c) : 1;
     }
+    const int path = nn_cpu_select();
+    if (path < 0) return path;
     NnTeam *t = calloc(1, sizeof *t);
     if (!t) return seg_err(SEG_ENOMEM, "nn_team_create: team struct");
     t->n = n_threads;
-    const char *g = getenv("SEGKIT_NN_GENERIC");
-    t->generic = !NN_AVX512 || (g && *g && strcmp(g, "0") != 0);
+    t->k = nn_cpu_kernels(path);
+    t->generic = path == NN_CPU_GENERIC;
     t->scratch_floats = round64(scratch_floats);
     t->acc_floats = round64(acc_floats);
     t->mem_bytes = sizeof(float) * (t->scratch_floats + t->acc_floats) * (size_t)n_threads
@@ -150,6 +154,8 @@ void nn_team_free(NnTeam *t)
 
 int    nn_team_size(const NnTeam *t) { return t->n; }
 int    nn_team_generic(const NnTeam *t) { return t->generic; }
+const char *nn_team_cpu(const NnTeam *t) { return t->k->name; }
+const NnKernels *nn_team_kernels(const NnTeam *t) { return t->k; }
 size_t nn_team_scratch_floats(const NnTeam *t) { return t->scratch_floats; }
 float *nn_team_scratch(NnTeam *t, int tid) { return t->mem + (size_t)tid * t->scratch_floats; }
 float *nn_team_acc(NnTeam *t, int tid)
