@@ -12,6 +12,7 @@
 #include "err.h"
 #include "nn.h"
 #include "unet.h"
+#include "util.h"
 #include "unet_backend.h"
 
 static const char *const prof_names[UNET_PR_N] = {
@@ -155,18 +156,10 @@ size_t   unet_memory_bytes(const Unet *m) { return m->arena_bytes; }
 double   unet_flops_per_sample(const Unet *m) { return unet_layers_total_flops(m->net, m->H, m->W); }
 
 /* ---- init ----------------------------------------------------------------------------------- */
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void fill_uniform(float *p, size_t n, double bound, uint64_t *s)
 {
     for (size_t i = 0; i < n; i++) {
-        const double u = (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0);   /* [0,1) */
+        const double u = (double)(util_splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);   /* [0,1) */
         p[i] = (float)((2.0 * u - 1.0) * bound);
     }
 }

@@ -17,6 +17,8 @@
 #include "err.h"
 #include "nn.h"
 #include "unet_backend.h"
+#include "maskpack.h"
+#include "util.h"
 
 #define BN_EPS 1e-5f
 #define BN_MOMENTUM 0.1f
@@ -42,15 +44,8 @@ typedef struct CpuNet {
     int has_lab;
 } CpuNet;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-#define PROF(m, slot, stmt) do { double t0_ = (m)->prof_on ? now_s() : 0; stmt; \
-    if ((m)->prof_on) (m)->prof[slot] += now_s() - t0_; } while (0)
+#define PROF(m, slot, stmt) do { double t0_ = (m)->prof_on ? util_now_s() : 0; stmt; \
+    if ((m)->prof_on) (m)->prof[slot] += util_now_s() - t0_; } while (0)
 
 #define CPU(m) ((CpuNet *)(m)->bs)
 #define LAY(m, i) (&CPU(m)->lay[i])
@@ -111,9 +106,9 @@ static void cpu_carve(Unet *m, UnetArena *a)
     const long P0 = pixels(m, 0);
     c->xin = UNET_TAKEF(a, (size_t)P0 * m->cfg.in_ch);
     c->logits = UNET_TAKEF(a, (size_t)P0 * C);
-    c->bits = unet_arena_take(a, (size_t)P0 * C / 8);
-    c->pres = unet_arena_take(a, (size_t)NB * ((C + 7) / 8));
-    c->lab = unet_arena_take(a, (size_t)NB * ((C + 7) / 8));
+    c->bits = unet_arena_take(a, (size_t)NB * C * maskpack_plane_bytes((size_t)m->H * m->W));
+    c->pres = unet_arena_take(a, (size_t)NB * maskpack_bitmap_bytes(C));
+    c->lab = unet_arena_take(a, (size_t)NB * maskpack_bitmap_bytes(C));
     c->ga = UNET_TAKEF(a, g);
     c->gb = UNET_TAKEF(a, g);
 }
@@ -269,10 +264,10 @@ static int cpu_loss(Unet *m, const uint8_t *bits, const uint8_t *presence, const
     const int C = m->cfg.n_classes;
     const long HW = (long)m->H * m->W;
     PROF(m, UNET_PR_LOSS, {
-        memcpy(c->bits, bits, (size_t)N * C * (size_t)(HW / 8));
-        memcpy(c->pres, presence, (size_t)N * ((C + 7) / 8));
+        memcpy(c->bits, bits, (size_t)N * C * maskpack_plane_bytes((size_t)HW));
+        memcpy(c->pres, presence, (size_t)N * maskpack_bitmap_bytes(C));
         c->has_lab = labelled != NULL;
-        if (labelled) memcpy(c->lab, labelled, (size_t)N * ((C + 7) / 8));
+        if (labelled) memcpy(c->lab, labelled, (size_t)N * maskpack_bitmap_bytes(C));
         nn_loss_planes(c->team, c->logits, c->bits, c->pres, c->has_lab ? c->lab : NULL, N, C, (int)HW, dice,
                        m->planes);
     });
@@ -290,16 +285,16 @@ static void bce_grad_tile(void *vctx, int n, int q0, int nq, float *d, int ldd)
     const GradCtx *g = vctx;
     const Unet *m = g->m;
     const CpuNet *cn = CPU(m);
-    const int C = m->cfg.n_classes, CB = (C + 7) / 8;
+    const int C = m->cfg.n_classes;
     const long HW = (long)m->H * m->W;
     for (int c = 0; c < C; c++) {
         const size_t pl = (size_t)n * C + c;
-        if (cn->has_lab && !((cn->lab[(size_t)n * CB + (c >> 3)] >> (c & 7)) & 1)) {
+        if (cn->has_lab && !maskpack_get(maskpack_cbitmap(cn->lab, n, C), (size_t)c)) {
             memset(d + (size_t)c * ldd, 0, sizeof(float) * (size_t)nq);      /* unknown plane: no gradient */
             continue;
         }
-        const int present = (cn->pres[(size_t)n * CB + (c >> 3)] >> (c & 7)) & 1;
-        nn_bce_grad_row(cn->team, d + (size_t)c * ldd, cn->logits + pl * HW + q0, cn->bits + pl * (size_t)(HW / 8),
+        const int present = maskpack_get(maskpack_cbitmap(cn->pres, n, C), (size_t)c);
+        nn_bce_grad_row(cn->team, d + (size_t)c * ldd, cn->logits + pl * HW + q0, cn->bits + pl * maskpack_plane_bytes((size_t)HW),
                         present, q0, nq, g->scale, g->dice ? m->coef_a[c] : 0.f, g->dice ? m->coef_b[c] : 0.f);
     }
 }
