@@ -180,7 +180,7 @@ ifeq ($(HAVE_CUDA_HEADERS),1)
   endif
 endif
 
-.PHONY: all progs check-bins deps deps-test demo test check test-asan asan-run bench fuzz clean
+.PHONY: all progs check-bins check-aarch64 deps deps-test demo test check test-asan asan-run bench fuzz clean
 .SECONDARY:
 all: $(PROGS) $(TEST_BINS) $(CU_TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS) $(EMU_BINS)
 progs: $(PROGS)
@@ -275,6 +275,11 @@ demo: deps
 # check: the C unit tests against the CPU backend, built in their own folder when this
 # build has CUDA (so the two configurations never share objects)
 CHECK_BUILD := $(if $(filter 1,$(GPU)),$(BUILD)-cpu,$(BUILD))
+# check-aarch64: the same C unit tests cross-built for aarch64 and run under qemu-aarch64
+# (generic kernels; one-time toolchain setup in tools/cross_aarch64.sh, docs/cpu.md)
+check-aarch64:
+	@tools/cross_aarch64.sh
+
 check: deps-test
 	@$(MAKE) --no-print-directory GPU=0 BUILD=$(CHECK_BUILD) check-bins
 	@SEGKIT_BUILD=$(CHECK_BUILD) tests/run_tests.sh --quick

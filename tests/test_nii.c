@@ -244,7 +244,9 @@ static int run_child_rc(const char *env_value, const char *path)
     const pid_t pid = fork();
     if (pid == 0) {
         setenv("SEGKIT_MAX_VOXELS", env_value, 1);
-        execl(g_self, g_self, "--read-rc", path, (char *)NULL);
+        const char *wrap = getenv("SEGKIT_TEST_EXEC");   /* e.g. qemu-aarch64 for a cross build */
+        if (wrap && *wrap) execlp(wrap, wrap, g_self, "--read-rc", path, (char *)NULL);
+        else execl(g_self, g_self, "--read-rc", path, (char *)NULL);
         _exit(99);
     }
     int st;
