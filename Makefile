@@ -33,6 +33,7 @@
 CC       ?= cc
 BUILD    ?= build
 BIN      ?= bin
+FLAGS_STAMP := $(BUILD)/flags.txt
 CUDA_HOME ?= /usr/local/cuda
 VERSION  := 0.1.0
 
@@ -112,7 +113,7 @@ NN_KSRC  := $(filter-out common/nn/nn_team.c common/nn/nn_tfile.c common/nn/nn_c
 NN_OBJS  := $(foreach i,$(NN_ISAS),$(patsubst %.c,$(BUILD)/%.$(i).o,$(NN_KSRC)))
 COMMON_OBJS := $(filter-out $(patsubst %.c,$(BUILD)/%.o,$(NN_KSRC)),$(COMMON_OBJS)) $(NN_OBJS)
 define NN_ISA_RULE
-$$(BUILD)/common/nn/%.$(1).o: common/nn/%.c
+$$(BUILD)/common/nn/%.$(1).o: common/nn/%.c $$(FLAGS_STAMP)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(DIR_INC) $$(CPPFLAGS) $$(CFLAGS) $$(NN_FLAGS_$(1)) -DNN_ISA_$(1) -MMD -MP -c $$< -o $$@
 endef
@@ -180,23 +181,33 @@ ifeq ($(HAVE_CUDA_HEADERS),1)
   endif
 endif
 
+# ---- a changed compiler or flags rebuild everything ---------------------------------------
+# $(BUILD)/flags.txt holds the flags the objects in $(BUILD) were built with; every compile
+# rule depends on it, and it is rewritten (so newer) when they differ, e.g. a tree built with
+# OPT=-march=native before and the portable default now.
+FLAGS_NOW   := $(CC) $(CXX) $(CPPFLAGS) $(CFLAGS) $(NVCCFLAGS) $(EMU_FLAGS) $(foreach i,$(NN_ISAS),$(NN_FLAGS_$(i)))
+ifneq ($(file < $(FLAGS_STAMP)),$(FLAGS_NOW))
+  $(shell mkdir -p $(BUILD))
+  $(file > $(FLAGS_STAMP),$(FLAGS_NOW))
+endif
+
 .PHONY: all progs check-bins check-aarch64 deps deps-test demo test check test-asan asan-run bench fuzz clean
 .SECONDARY:
 all: $(PROGS) $(TEST_BINS) $(CU_TEST_BINS) $(BENCH_BINS) $(REPLAY_BINS) $(EMU_BINS)
 progs: $(PROGS)
 check-bins: $(TEST_BINS)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(DIR_INC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 # Per-file flags (e.g. one kernel object per instruction set in common/nn): a
 # target-specific variable here, e.g. $(BUILD)/common/nn/nn_gemm_avx512.o: CFLAGS += -mavx512f.
 # New common/*.c, common/nn/*.c and common/gpu/*.cu files join libsegcommon.a by themselves;
 # new common/unet*.c files are also rebuilt with SEG_HAVE_CUDA for the emulator (EMU_UNET).
-$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu
+$(BUILD)/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(COMMON_INC) $(CPPFLAGS) $(NVCCFLAGS) -c $< -o $@
 
@@ -221,7 +232,7 @@ $(PROGS):
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROG_LIBS) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # GPU tests written in CUDA (the GPU build; their emulated twins are below)
-$(BUILD)/tests/test_%.cu.o: tests/test_%.cu
+$(BUILD)/tests/test_%.cu.o: tests/test_%.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(COMMON_INC) $(CPPFLAGS) -Itests $(NVCCFLAGS) -c $< -o $@
 $(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(LIBCOMMON)
@@ -231,19 +242,19 @@ $(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(LIBCOMMON)
 $(EMU)/%.cpp: common/gpu/%.cu tools/cuemu_launch.pl
 	@mkdir -p $(dir $@)
 	perl tools/cuemu_launch.pl $< < $< > $@.tmp && mv $@.tmp $@
-$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h common/unet_layers.h
+$(EMU)/%.o: $(EMU)/%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h common/gpu/gpu.h common/unet_layers.h $(FLAGS_STAMP)
 	$(CXX) $(EMU_FLAGS) -include cuemu.h -c $< -o $@
-$(EMU)/cuemu_%.o: tests/cuemu/cuemu_%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h
+$(EMU)/cuemu_%.o: tests/cuemu/cuemu_%.cpp tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -c $< -o $@
 # the C side of the U-Net (common/unet*.c) and the CUDA backend's entry, built with SEG_HAVE_CUDA
-$(EMU_UNET): $(EMU)/%.o: common/%.c $(wildcard common/unet*.h) common/gpu/gpu.h
+$(EMU_UNET): $(EMU)/%.o: common/%.c $(wildcard common/unet*.h) common/gpu/gpu.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(COMMON_INC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
-$(EMU)/unet_cuda.o: common/gpu/unet_cuda.c $(wildcard common/unet*.h) common/gpu/gpu.h
+$(EMU)/unet_cuda.o: common/gpu/unet_cuda.c $(wildcard common/unet*.h) common/gpu/gpu.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(COMMON_INC) $(CPPFLAGS) -DSEG_HAVE_CUDA $(CFLAGS) -c $< -o $@
-$(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h
+$(EMU)/test_%.o: tests/test_%.cu tests/cuemu/cuemu.h tests/cuemu/cuemu_internal.h common/gpu/gpu_kernels.h common/gpu/gpu_math.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -Itests -include cuemu.h -x c++ -c $< -o $@
 $(EMU_LIBCOMMON): $(EMU_OBJS) $(filter-out $(BUILD)/common/unet%.o $(CU_OBJS),$(COMMON_OBJS))
