@@ -22,5 +22,8 @@ void progress_start(Progress *p, const char *label, const char *unit, int64_t to
 void progress_update(Progress *p, int64_t done, const char *extra);
 /* Final draw and newline. */
 void progress_finish(Progress *p, const char *extra);
+/* Width of the terminal on stderr (TIOCGWINSZ, else $COLUMNS, else 80). A bar line is cut
+ * to this width - 1, so it never wraps and "\r" always returns to its start. */
+int  progress_columns(void);
 
 #endif

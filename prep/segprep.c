@@ -1,5 +1,6 @@
 /* prep/segprep.c : the segprep command line. */
 #include "prep.h"
+#include "cli.h"
 #include "err.h"
 #include "nii.h"
 #include <malloc.h>
@@ -16,11 +17,13 @@ static void usage(FILE *f)
 "\n"
 "usage:\n"
 "  segprep [options] DATASET_DIR CACHE_DIR    decode, reorient, resample, pack, store\n"
+"                                             (CACHE_DIR may be given as --out CACHE_DIR)\n"
 "  segprep stat CACHE_DIR [--check DATASET_DIR]  JSON summary on stdout; --check: which\n"
 "                                             subjects are unchanged, changed, moved split,\n"
 "                                             new or gone (nothing is written)\n"
 "  segprep verify CACHE_DIR                   re-read every record and check its checksum\n"
 "  segprep export CACHE_DIR SUBJECT OUT_DIR   cached slices back to NIfTI (ct.nii.gz + segmentations/)\n"
+"  segprep SUBCOMMAND --help                  that subcommand's help\n"
 "\n"
 "DATASET_DIR holds one folder per subject (s0000/ ...) with ct.nii.gz and\n"
 "segmentations/<structure>.nii.gz (TotalSegmentator v2 layout), optionally meta.csv\n"
@@ -49,6 +52,10 @@ static void usage(FILE *f)
 "  --progress      force the progress bar; --no-progress for plain lines\n"
 "  -q, -v          quieter / more verbose\n"
 "  -h, --help      this help;  -V, --version  the version\n"
+"Options take --opt VALUE or --opt=VALUE; -- ends the options.\n"
+"\n"
+"example:\n"
+"  segprep data/Totalsegmentator_dataset_v201 cache/ts256 --threads 8\n"
 "\n"
 "exit status: 0 ok, 1 runtime error, 2 usage error or some subjects failed.\n");
 }
@@ -66,6 +73,34 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
     return 0;
 }
 
+/* The subcommand pos names ("stat", "verify", "export"), or NULL for a preparation run. */
+static const char *sub_name(const char *pos)
+{
+    static const char *const subs[] = { "stat", "verify", "export", NULL };
+    for (int k = 0; subs[k]; k++)
+        if (!strcmp(pos, subs[k])) return subs[k];
+    return NULL;
+}
+
+static void sub_usage(FILE *f, const char *sub)
+{
+    if (!strcmp(sub, "stat"))
+        fprintf(f, "usage: segprep stat CACHE_DIR [--check DATASET_DIR] [--split FILE]\n"
+                   "A JSON summary of the cache on stdout (subjects, slices, splits, size, labels, bytes).\n"
+                   "--check DATASET_DIR: also compare it with the dataset: which subjects are unchanged,\n"
+                   "changed, moved split, new or gone, and whether the cache is up to date. Writes nothing.\n"
+                   "example:\n  segprep stat demo/cache --check demo/dataset\n");
+    else if (!strcmp(sub, "verify"))
+        fprintf(f, "usage: segprep verify CACHE_DIR [--threads N]\n"
+                   "Re-read and decompress every record and check its checksum; exit 1 naming the first bad one.\n"
+                   "example:\n  segprep verify demo/cache\n");
+    else
+        fprintf(f, "usage: segprep export CACHE_DIR SUBJECT OUT_DIR    (or --out OUT_DIR)\n"
+                   "Write a cached subject's slices back to NIfTI: OUT_DIR/ct.nii.gz and\n"
+                   "OUT_DIR/segmentations/<structure>.nii.gz, on the cache's resampled grid.\n"
+                   "example:\n  segprep export demo/cache s0003 --out /tmp/s0003\n");
+}
+
 /* Messages already name the file; what (may be NULL) names the subcommand. */
 static int fail(const char *what, int rc)
 {
@@ -80,52 +115,70 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     PrepOptions o;
     prep_default_options(&o);
-    const char *check_dataset = NULL;
+    const char *check_dataset = NULL, *out = NULL;
     const char *pos[4];
     int npos = 0;
     long v;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return EXIT_OK; }
+    CliArgs c;
+    const char *a, *next;
+    int help = 0;
+    cli_start(&c, "segprep", argc, argv);
+    while (cli_next(&c, &a, &next)) {
+        if (c.positional) { if (npos == 4) { fprintf(stderr, "segprep: too many arguments (see segprep --help)\n"); return EXIT_USAGE; } pos[npos++] = a; }
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) help = 1;
         else if (!strcmp(a, "-V") || !strcmp(a, "--version")) { printf("segprep %s\n", SEG_VERSION); return EXIT_OK; }
         else if (!strcmp(a, "-q")) o.verbosity--;
         else if (!strcmp(a, "-v")) o.verbosity++;
         else if (!strcmp(a, "--force")) o.force = 1;
         else if (!strcmp(a, "--strict")) o.strict = 1;
         else if (!strcmp(a, "--prune")) o.prune = 1;
-        else if (!strcmp(a, "--check")) { if (!next) goto missing; check_dataset = next; i++; }
+        else if (!strcmp(a, "--out")) { if (!next) goto missing; out = next; cli_take(&c); }
+        else if (!strcmp(a, "--check")) { if (!next) goto missing; check_dataset = next; cli_take(&c); }
         else if (!strcmp(a, "--progress")) o.progress_tty = 1;
         else if (!strcmp(a, "--no-progress")) o.progress_tty = 0;
         else if (!strcmp(a, "--size")) {
             if (parse_int(a, next, 8, 8192, &v) < 0) return EXIT_USAGE;
             if (v % 8) { fprintf(stderr, "segprep: --size must be a multiple of 8\n"); return EXIT_USAGE; }
-            o.size = (int)v; i++;
-        } else if (!strcmp(a, "--threads")) { if (parse_int(a, next, 1, 256, &v) < 0) return EXIT_USAGE; o.threads = (int)v; i++; }
-        else if (!strcmp(a, "--limit")) { if (parse_int(a, next, 1, 1L << 30, &v) < 0) return EXIT_USAGE; o.limit = (int)v; i++; }
-        else if (!strcmp(a, "--level")) { if (parse_int(a, next, 1, 19, &v) < 0) return EXIT_USAGE; o.zstd_level = (int)v; i++; }
+            o.size = (int)v; cli_take(&c);
+        } else if (!strcmp(a, "--threads")) { if (parse_int(a, next, 1, 256, &v) < 0) return EXIT_USAGE; o.threads = (int)v; cli_take(&c); }
+        else if (!strcmp(a, "--limit")) { if (parse_int(a, next, 1, 1L << 30, &v) < 0) return EXIT_USAGE; o.limit = (int)v; cli_take(&c); }
+        else if (!strcmp(a, "--level")) { if (parse_int(a, next, 1, 19, &v) < 0) return EXIT_USAGE; o.zstd_level = (int)v; cli_take(&c); }
         else if (!strcmp(a, "--max-voxels")) {
             if (parse_int(a, next, 1, 0x7fffffffffffffffL, &v) < 0) return EXIT_USAGE;
-            nii_set_max_voxels(v); i++;
+            nii_set_max_voxels(v); cli_take(&c);
         }
-        else if (!strcmp(a, "--labels")) { if (!next) goto missing; o.labels_file = next; i++; }
-        else if (!strcmp(a, "--split")) { if (!next) goto missing; o.split_file = next; i++; }
+        else if (!strcmp(a, "--labels")) { if (!next) goto missing; o.labels_file = next; cli_take(&c); }
+        else if (!strcmp(a, "--split")) { if (!next) goto missing; o.split_file = next; cli_take(&c); }
         else if (!strcmp(a, "--missing-masks")) {
             if (!next) goto missing;
             if (strcmp(next, "error") && strcmp(next, "empty")) {
                 fprintf(stderr, "segprep: --missing-masks: '%s' is not error or empty\n", next);
                 return EXIT_USAGE;
             }
-            o.missing_empty = !strcmp(next, "empty"); i++;
+            o.missing_empty = !strcmp(next, "empty"); cli_take(&c);
         }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "segprep: unknown option '%s' (see segprep --help)\n", a); return EXIT_USAGE; }
-        else if (npos < 4) pos[npos++] = a;
-        else { fprintf(stderr, "segprep: too many arguments (see segprep --help)\n"); return EXIT_USAGE; }
+        else return cli_unknown(&c);
         continue;
     missing:
-        fprintf(stderr, "segprep: %s needs a value\n", a);
+        return cli_missing(&c, a);
+    }
+    if (c.failed) return EXIT_USAGE;
+    const char *sub = npos ? sub_name(pos[0]) : NULL;
+    if (help) { sub ? sub_usage(stdout, sub) : usage(stdout); return EXIT_OK; }
+    if (npos == 0 && !out) { usage(stderr); return EXIT_USAGE; }
+    if (sub) {                                   /* refuse what this subcommand does not use */
+        static const char *const stat_opts[] = { "--check", "--split", NULL }, *const verify_opts[] = { "--threads", NULL },
+                                 *const export_opts[] = { "--out", NULL };
+        const char *const *allowed = !strcmp(sub, "stat") ? stat_opts : !strcmp(sub, "verify") ? verify_opts : export_opts;
+        if (cli_refuse_unused(&c, sub, allowed)) return EXIT_USAGE;
+    } else if (check_dataset) {
+        fprintf(stderr, "segprep: --check belongs to segprep stat (see segprep stat --help)\n");
         return EXIT_USAGE;
     }
-    if (npos == 0) { usage(stderr); return EXIT_USAGE; }
+    if (out) {                                   /* --out OUT: the last positional argument */
+        if (npos == 4) { fprintf(stderr, "segprep: too many arguments (see segprep --help)\n"); return EXIT_USAGE; }
+        pos[npos++] = out;
+    }
     int rc;
     if (!strcmp(pos[0], "stat")) {
         if (npos != 2) { fprintf(stderr, "segprep: usage: segprep stat CACHE_DIR [--check DATASET_DIR]\n"); return EXIT_USAGE; }

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "synth_phantom.h"
 #include "util.h"
+#include "cli.h"
 #include "err.h"
 #include "fsutil.h"
 #include "progress.h"
@@ -24,7 +25,7 @@ static void usage(FILE *f)
     fprintf(f,
 "synthct " SEG_VERSION " : write a synthetic torso CT dataset (TotalSegmentator v2 layout).\n"
 "\n"
-"usage: synthct [options] OUT_DIR\n"
+"usage: synthct [options] OUT_DIR    (or --out OUT_DIR)\n"
 "\n"
 "Writes OUT_DIR/s0000 ... each with ct.nii.gz (int16 HU) and segmentations/<name>.nii.gz\n"
 "for all 117 TotalSegmentator 'total' structures (uint8 0/1; those the phantom does not draw\n"
@@ -207,15 +208,26 @@ int main(int argc, char **argv)
     uint64_t seed = 1;
     int force = 0, verbosity = 2;
     const char *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return EXIT_OK; }
+    CliArgs c;
+    const char *a, *next;
+    cli_start(&c, "synthct", argc, argv);
+    while (cli_next(&c, &a, &next)) {
+        if (c.positional) {
+            if (out) { fprintf(stderr, "synthct: too many arguments (see synthct --help)\n"); return EXIT_USAGE; }
+            out = a;
+        }
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return EXIT_OK; }
         else if (!strcmp(a, "-V") || !strcmp(a, "--version")) { printf("synthct %s\n", SEG_VERSION); return EXIT_OK; }
         else if (!strcmp(a, "-q")) verbosity--;
         else if (!strcmp(a, "-v")) verbosity++;
         else if (!strcmp(a, "--force")) force = 1;
-        else if (!strcmp(a, "--subjects")) { if (parse_long(a, next, 1, 99999, &n) < 0) return EXIT_USAGE; i++; }
-        else if (!strcmp(a, "--threads")) { if (parse_long(a, next, 1, 256, &threads) < 0) return EXIT_USAGE; i++; }
+        else if (!strcmp(a, "--out")) {
+            if (!next) goto missing;
+            if (out) { fprintf(stderr, "synthct: OUT_DIR given twice (see synthct --help)\n"); return EXIT_USAGE; }
+            out = next; cli_take(&c);
+        }
+        else if (!strcmp(a, "--subjects")) { if (parse_long(a, next, 1, 99999, &n) < 0) return EXIT_USAGE; cli_take(&c); }
+        else if (!strcmp(a, "--threads")) { if (parse_long(a, next, 1, 256, &threads) < 0) return EXIT_USAGE; cli_take(&c); }
         else if (!strcmp(a, "--seed")) {
             char *end;
             if (!next) goto missing;
@@ -225,7 +237,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "synthct: --seed: '%s' is not an unsigned integer\n", next);
                 return EXIT_USAGE;
             }
-            seed = s; i++;
+            seed = s; cli_take(&c);
         } else if (!strcmp(a, "--size")) {
             double t[3];
             if (!next) goto missing;
@@ -234,7 +246,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             for (int k = 0; k < 3; k++) o.size[k] = (int)t[k];
-            i++;
+            cli_take(&c);
         } else if (!strcmp(a, "--spacing")) {
             double t[3];
             if (!next) goto missing;
@@ -246,16 +258,14 @@ int main(int argc, char **argv)
             if (k == 1) o.spacing[0] = o.spacing[1] = o.spacing[2] = t[0];
             else if (k == 2) { o.spacing[0] = o.spacing[1] = t[0]; o.spacing[2] = t[1]; }
             else for (int c = 0; c < 3; c++) o.spacing[c] = t[c];
-            i++;
+            cli_take(&c);
         }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "synthct: unknown option '%s' (see synthct --help)\n", a); return EXIT_USAGE; }
-        else if (!out) out = a;
-        else { fprintf(stderr, "synthct: too many arguments (see synthct --help)\n"); return EXIT_USAGE; }
+        else return cli_unknown(&c);
         continue;
     missing:
-        fprintf(stderr, "synthct: %s needs a value\n", a);
-        return EXIT_USAGE;
+        return cli_missing(&c, a);
     }
+    if (c.failed) return EXIT_USAGE;
     if (!out) { usage(stderr); return EXIT_USAGE; }
 
     double t0 = util_now_s();

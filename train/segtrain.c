@@ -11,11 +11,13 @@
 #include "loader.h"
 #include "prior.h"
 #include "progress.h"
+#include "cli.h"
 #include "safetensors.h"
 #include "schedule.h"
 #include "unet.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -40,10 +42,8 @@ static void usage(FILE *f)
 "usage:\n"
 "  segtrain CACHE_DIR --out RUN_DIR [options]\n"
 "  e.g. segtrain demo/cache --out runs/exp1 --epochs 20 --features 16,32,64,128\n"
-"  segtrain CACHE_DIR --resume RUN_DIR/checkpoint_epochN.safetensors [--out RUN_DIR] [--epochs M]\n"
-"  segtrain forward CHECKPOINT IN.safetensors OUT.safetensors [--train-mode] [--threads N]\n"
-"           [--device D] [--amp A]\n"
-"           (run a checkpoint on tensor 'x' (N,1,H,W) and write 'logits' (N,C,H,W): for tests)\n"
+"  segtrain CACHE_DIR --resume RUN_DIR [--epochs M]     continue from RUN_DIR's newest checkpoint\n"
+"  segtrain forward CHECKPOINT IN.safetensors OUT.safetensors    (for tests; segtrain forward --help)\n"
 "\n"
 "Trains on the cache's train subjects and validates on its val subjects (their split was\n"
 "set by segprep). Writes into RUN_DIR: label_map.json, checkpoint_epochN.safetensors\n"
@@ -96,15 +96,29 @@ static void usage(FILE *f)
 "  --clip-grad X       clip the global gradient L2 norm to X (default 0: off)\n"
 "  --limit-slices N    use N evenly spaced slices of each split (quick runs)\n"
 "  --keep-last N       keep only the newest N epoch checkpoints (default 0: keep all)\n"
-"  --resume FILE       continue from checkpoint_epochN.safetensors (needs its .state file);\n"
-"                      options not given are taken from the checkpoint\n"
+"  --resume RUN_DIR    continue from the newest checkpoint_epochN.safetensors in RUN_DIR that\n"
+"                      has its .state file (or name one such FILE); options not given are\n"
+"                      taken from the checkpoint\n"
 "  --force             start over in a RUN_DIR that holds checkpoints (deletes them)\n"
-"  --progress          force the progress bar; --no-progress for one line per epoch\n"
+"  --progress          force the progress bar (default on a terminal; elsewhere a plain line\n"
+"                      every few seconds); --no-progress for one line per epoch\n"
 "  -q, -v              quieter / more verbose\n"
 "  -h, --help          this help;  -V, --version  the version\n"
+"Options take --opt VALUE or --opt=VALUE; -- ends the options.\n"
 "\n"
 "exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (resume from the last\n"
 "checkpoint).\n");
+}
+
+static void forward_usage(FILE *f)
+{
+    fprintf(f,
+"usage: segtrain forward CHECKPOINT IN.safetensors OUT.safetensors [--train-mode] [--threads N]\n"
+"                        [--device D] [--amp A]\n"
+"Run CHECKPOINT on the tensor 'x' (N, in_ch, H, W) of IN and write its 'logits' (N, C, H, W) to\n"
+"OUT: the hook the PyTorch comparison tests use. --train-mode: BatchNorm with batch\n"
+"statistics (as in training) instead of the running ones.\n"
+"example:\n  segtrain forward runs/exp1/best.safetensors x.safetensors logits.safetensors\n");
 }
 
 /* ---- options ---- */
@@ -564,11 +578,19 @@ static int cmd_forward(const char *ckpt, const char *in, const char *outp, int t
 static int parse_args(int argc, char **argv, TrainOpts *o, const char **pos, int *npos, int *train_mode)
 {
     long v;
+    int help = 0;
     *npos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+    CliArgs c;
+    const char *a, *next;
+    cli_start(&c, "segtrain", argc, argv);
+    while (cli_next(&c, &a, &next)) {
         int took = 1;   /* the option consumed a value */
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return EXIT_OK; }
+        if (c.positional) {
+            if (*npos == 4) { fprintf(stderr, "segtrain: too many arguments (see segtrain --help)\n"); return EXIT_USAGE; }
+            pos[(*npos)++] = a;
+            took = 0;
+        }
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { help = 1; took = 0; }
         else if (!strcmp(a, "-V") || !strcmp(a, "--version")) { printf("segtrain %s\n", SEG_VERSION); return EXIT_OK; }
         else if (!strcmp(a, "-q")) { g_verbosity--; took = 0; }
         else if (!strcmp(a, "-v")) { g_verbosity++; took = 0; }
@@ -634,13 +656,20 @@ static int parse_args(int argc, char **argv, TrainOpts *o, const char **pos, int
         else if (!strcmp(a, "--clip-grad")) { if (parse_double(a, next, 0, 1e12, &o->clip_grad)) return EXIT_USAGE; o->given |= G_CLIP; }
         else if (!strcmp(a, "--limit-slices")) { if (parse_long(a, next, 1, 1L << 40, &v)) return EXIT_USAGE; o->limit_slices = v; o->given |= G_LIMIT; }
         else if (!strcmp(a, "--keep-last")) { if (parse_long(a, next, 0, 1000000, &v)) return EXIT_USAGE; o->keep_last = (int)v; o->given |= G_KEEP; }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "segtrain: unknown option '%s' (see segtrain --help)\n", a); return EXIT_USAGE; }
-        else if (*npos < 4) { pos[(*npos)++] = a; took = 0; }
-        else { fprintf(stderr, "segtrain: too many arguments (see segtrain --help)\n"); return EXIT_USAGE; }
-        i += took;
+        else return cli_unknown(&c);
+        if (took) cli_take(&c);
         continue;
     missing:
-        fprintf(stderr, "segtrain: %s needs a value (see segtrain --help)\n", a);
+        return cli_missing(&c, a);
+    }
+    if (c.failed) return EXIT_USAGE;
+    const int forward = *npos >= 1 && !strcmp(pos[0], "forward");
+    if (help) { forward ? forward_usage(stdout) : usage(stdout); return EXIT_OK; }
+    if (forward) {
+        static const char *const forward_opts[] = { "--train-mode", "--threads", "--device", "--amp", NULL };
+        if (cli_refuse_unused(&c, "forward", forward_opts)) return EXIT_USAGE;
+    } else if (*train_mode) {
+        fprintf(stderr, "segtrain: --train-mode belongs to segtrain forward (see segtrain forward --help)\n");
         return EXIT_USAGE;
     }
     return -1;
@@ -658,6 +687,8 @@ typedef struct Run {
     int          n_subj[3];       /* per CACHE_SPLIT_* */
     int          has_val;
     float       *dice_c;          /* per-structure val Dice of the last validation */
+    double       t_run0;          /* when this process's first epoch started, */
+    int          epoch0;          /* after how many epochs (for the whole-run ETA) */
     char         state_path[4300];
 } Run;
 
@@ -840,6 +871,21 @@ static int open_run(Run *r)
     return SEG_OK;
 }
 
+/* The whole run's remaining time as "h:mm:ss" / "mm:ss": the remaining epochs at the mean
+ * epoch time of this process so far (validation included), plus the rest of the current
+ * epoch at its own rate; before any epoch has ended, the current epoch's rate stands for all. */
+static void run_eta(const Run *r, int epoch, int64_t seen, int64_t n_epoch, double t_epoch0, char *buf, size_t n)
+{
+    const double now = util_now_s(), el = now - t_epoch0, frac = n_epoch > 0 ? (double)seen / (double)n_epoch : 0;
+    const int done = epoch - 1 - r->epoch0, left = r->o.epochs - epoch;
+    double per_epoch = done > 0 ? (t_epoch0 - r->t_run0) / done : (frac > 0 ? el / frac : -1);
+    double rest = frac > 0 ? el / frac - el : per_epoch;
+    if (per_epoch < 0 || rest < 0) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(rest + left * per_epoch + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else snprintf(buf, n, "%02ld:%02ld", t / 60, t % 60);
+}
+
 /* One pass over the training split; fills train_loss and slices_per_s. Stops early (rc 0)
  * on a signal. */
 static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
@@ -848,7 +894,8 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
     char label[64], extra[96];
     snprintf(label, sizeof label, "epoch %d/%d", epoch, r->o.epochs);
     Progress pr;
-    progress_start(&pr, label, "slices", loader_n_samples(r->tl), g_verbosity >= 2 && tty, 1);
+    progress_start(&pr, label, "slices", loader_n_samples(r->tl), g_verbosity >= 2 && r->o.progress != 0, tty);
+    const int64_t n_epoch = loader_n_samples(r->tl);
     double t0 = util_now_s(), sum = 0;
     int64_t seen = 0, skipped = 0;                   /* skipped: fp16 steps whose gradients overflowed */
     LoaderBatch b;
@@ -872,7 +919,9 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         skipped += rc == 1;
         sum += (double)loss * b.n;
         seen += b.n;
-        snprintf(extra, sizeof extra, "loss %.4f", sum / seen);
+        char eta[32];
+        run_eta(r, epoch, seen, n_epoch, t0, eta, sizeof eta);
+        snprintf(extra, sizeof extra, "loss %.4f  run ETA %s", sum / seen, eta);
         progress_update(&pr, seen, extra);
     }
     double el = util_now_s() - t0;
@@ -881,7 +930,7 @@ static int train_epoch(Run *r, int epoch, HistoryEpoch *he)
         if (pr.drawn && pr.tty) fputc('\n', stderr);
         return rc < 0 ? rc : SEG_OK;
     }
-    progress_finish(&pr, seen ? extra : NULL);
+    if (pr.tty) progress_finish(&pr, seen ? extra : NULL);   /* plain lines: the epoch line says it */
     if (r->o.dev.kind == UNET_CUDA && seen) {        /* is the GPU kept busy (loader, host work)? */
         double busy, wall;
         int ns;
@@ -957,17 +1006,54 @@ static int finish_epoch(Run *r, HistoryEpoch *he, double t0, int *stop)
     TRY(fs_join(path, sizeof path, o->out, "training_history.png"));
     TRY(history_plot(&s->hist, o->out, path));
     if (g_verbosity >= 2) {
-        char val[128] = "";
+        char val[128] = "", eta[48] = "";
+        if (he->epoch < o->epochs) {
+            char t[32];
+            run_eta(r, he->epoch + 1, 0, 0, util_now_s(), t, sizeof t);
+            snprintf(eta, sizeof eta, "  run ETA %s", t);
+        }
         if (isfinite(he->val_loss))
             snprintf(val, sizeof val, "  val loss %.5f  val Dice %.4f (%d structures)", he->val_loss, he->val_dice, he->val_structures);
-        fprintf(stderr, "epoch %d/%d  train loss %.5f%s  lr %.3g  %.1f s  %.2f slices/s%s%s\n", he->epoch, o->epochs,
-                he->train_loss, val, he->lr, he->seconds, he->slices_per_s, improved ? "  *best" : "", lr_cut ? "  (lr reduced)" : "");
+        fprintf(stderr, "epoch %d/%d  train loss %.5f%s  lr %.3g  %.1f s  %.2f slices/s%s%s%s\n", he->epoch, o->epochs,
+                he->train_loss, val, he->lr, he->seconds, he->slices_per_s, improved ? "  *best" : "", lr_cut ? "  (lr reduced)" : "",
+                eta);
     }
     if (o->early_stop > 0 && s->bad >= o->early_stop) {
         LOG(2, "segtrain: early stop: no improvement of %s in %d %s (best %.5g at epoch %d)\n", s->hist.monitor, s->bad,
             r->has_val ? "validations" : "epochs", s->best, s->best_epoch);
         *stop = 1;
     }
+    return SEG_OK;
+}
+
+/* --resume ARG: a checkpoint file as given, or for a folder its newest checkpoint_epochN.safetensors
+ * that has its .state file beside it. SEG_EARG when there is none. */
+static int resolve_resume(const char *arg, char *out, size_t n)
+{
+    struct stat st;
+    if (stat(arg, &st) < 0) return seg_err(SEG_EIO, "%s: %s", arg, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        if ((size_t)snprintf(out, n, "%s", arg) >= n) return seg_err(SEG_EARG, "%s: path too long", arg);
+        return SEG_OK;
+    }
+    DIR *d = opendir(arg);
+    if (!d) return seg_err(SEG_EIO, "%s: %s", arg, strerror(errno));
+    int best = -1, n_without_state = 0;
+    char path[4300], state[4400];
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int ep, len = 0;
+        if (sscanf(e->d_name, "checkpoint_epoch%d.safetensors%n", &ep, &len) != 1 || e->d_name[len] || ep < 1) continue;
+        snprintf(path, sizeof path, "%s/%s", arg, e->d_name);
+        if (ckpt_state_path(path, state, sizeof state) < 0 || access(state, R_OK) < 0) { n_without_state++; continue; }
+        if (ep > best) best = ep;
+    }
+    closedir(d);
+    if (best < 0)
+        return seg_err(SEG_EARG, "%s holds no checkpoint_epochN.safetensors with its .state file%s", arg,
+                       n_without_state ? " (checkpoints without their state cannot be resumed)" : "");
+    if ((size_t)snprintf(out, n, "%s/checkpoint_epoch%d.safetensors", arg, best) >= n)
+        return seg_err(SEG_EARG, "%s: path too long", arg);
     return SEG_OK;
 }
 
@@ -991,7 +1077,12 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     o->cache = pos[0];
-    char outbuf[4200];
+    char outbuf[4200], resume_buf[4300];
+    if (o->resume && resolve_resume(o->resume, resume_buf, sizeof resume_buf) < 0) {
+        fprintf(stderr, "segtrain: --resume: %s\n", seg_errmsg());
+        return EXIT_USAGE;
+    }
+    if (o->resume) o->resume = resume_buf;
     if (!o->out && o->resume) {   /* default: continue in the checkpoint's directory */
         snprintf(outbuf, sizeof outbuf, "%s", o->resume);
         char *slash = strrchr(outbuf, '/');
@@ -1014,6 +1105,8 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    r.t_run0 = util_now_s();
+    r.epoch0 = r.s.epoch;
     for (int epoch = r.s.epoch + 1; rc == SEG_OK && !stop && epoch <= o->epochs; epoch++) {
         double t0 = util_now_s();
         HistoryEpoch he = { .epoch = epoch, .val_loss = NAN, .val_dice = NAN, .lr = r.s.lr };
@@ -1024,7 +1117,7 @@ int main(int argc, char **argv)
     if (rc < 0) code = fail(rc);
     else if (g_stop) {
         if (r.s.epoch > 0)
-            LOG(1, "segtrain: interrupted during epoch %d; resume with: segtrain %s --resume %s/checkpoint_epoch%d.safetensors\n",
+            LOG(1, "segtrain: interrupted during epoch %d; resume with: segtrain %s --resume %s   (from epoch %d)\n",
                 r.s.epoch + 1, o->cache, o->out, r.s.epoch);
         else
             LOG(1, "segtrain: interrupted during epoch 1; no checkpoint was written yet\n");
