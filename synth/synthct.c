@@ -43,6 +43,10 @@ static void usage(FILE *f)
 "  --force          write into a non-empty OUT_DIR that is not a synthct output\n"
 "  -q, -v           quieter / more verbose\n"
 "  -h, --help       this help;  -V, --version  the version\n"
+"Options take --opt VALUE or --opt=VALUE; -- ends the options.\n"
+"\n"
+"example:\n"
+"  synthct --subjects 20 --seed 7 --size 160x160x60 demo/dataset\n"
 "\n"
 "A previous synthct output in OUT_DIR is overwritten (subject folders beyond --subjects\n"
 "are removed). Exit status: 0 ok, 1 runtime error, 2 usage error.\n");

@@ -106,6 +106,10 @@ static void usage(FILE *f)
 "  -h, --help          this help;  -V, --version  the version\n"
 "Options take --opt VALUE or --opt=VALUE; -- ends the options.\n"
 "\n"
+"example:\n"
+"  segtrain demo/cache --out runs/exp1 --epochs 20\n"
+"  segtrain demo/cache --resume runs/exp1 --epochs 40      # continue the same run to epoch 40\n"
+"\n"
 "exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (resume from the last\n"
 "checkpoint).\n");
 }
